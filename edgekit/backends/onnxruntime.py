@@ -1,0 +1,237 @@
+"""ONNX Runtime: the FP32 reference runtime and a generic int8 target (static QDQ)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..artifact import Artifact
+from ..atomic import atomic_path
+from ..errors import BackendError, InvalidInputError, TargetUnavailableError
+from ..hostinfo import cpu_info, package_version
+from ..onnx_model import graph_inputs, load_onnx
+from ..progress import progress_iter
+from ..tensors import TensorSpec
+from .base import Backend, CompileOptions, QuantOptions, Runner
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    deploy_format = "onnx"
+
+    def check_available(self) -> None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            raise TargetUnavailableError("onnxruntime is not installed", hint="pip install onnxruntime") from e
+
+    def versions(self) -> dict[str, str]:
+        return {"onnxruntime": package_version("onnxruntime") or "missing"}
+
+    def quantize(self, source: Artifact, calib, options: QuantOptions, out_dir: Path) -> Artifact:
+        self.check_available()
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        if source.format != "onnx":
+            raise InvalidInputError(f"onnxruntime quantizes ONNX models, got {source.format}: {source.path}")
+        if options.method not in CALIBRATION_METHODS:
+            raise InvalidInputError(f"unknown calibration method '{options.method}'", hint=f"one of {CALIBRATION_METHODS}")
+        activation = options.extra.get("activation_type") or default_activation_type()
+        reduce_range = activation == "uint8" and not _has_vnni()
+        out = Path(out_dir) / f"{source.path.stem}.int8.onnx"
+        with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp:
+            prepared = preprocess_for_quantization(source.path, Path(tmp) / "prepared.onnx")
+            nodes_to_exclude = _resolve_excluded(prepared, options.exclude)
+            reader = _CalibrationReader(calib, options.max_samples)
+            with atomic_path(out) as tmp_out:
+                try:
+                    quantize_static(
+                        str(prepared), str(tmp_out), reader,
+                        quant_format=QuantFormat.QDQ,
+                        per_channel=options.per_channel,
+                        reduce_range=reduce_range,
+                        activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        calibrate_method={
+                            "minmax": CalibrationMethod.MinMax,
+                            "entropy": CalibrationMethod.Entropy,
+                            "percentile": CalibrationMethod.Percentile,
+                        }[options.method],
+                        nodes_to_exclude=nodes_to_exclude,
+                        extra_options=dict(options.extra.get("ort_extra_options", {})),
+                    )
+                except (InvalidInputError, KeyboardInterrupt):
+                    raise
+                except Exception as e:
+                    raise BackendError(f"onnxruntime quantize_static failed: {_first_line(e)}") from e
+        art = Artifact(
+            path=out, format="onnx", precision="int8", target=self.name,
+            inputs=source.inputs, outputs=source.outputs,
+            provenance={
+                "from": source.path.name, "quantizer": f"onnxruntime.quantization {package_version('onnxruntime')}",
+                "format": "QDQ", "calibration": options.method, "calibration_samples": reader.count,
+                "per_channel": options.per_channel, "activations": activation, "weights": "int8",
+                "reduce_range": reduce_range, "excluded_nodes": nodes_to_exclude,
+            },
+        )
+        return art.save_sidecar()
+
+    def compile(self, source: Artifact, profile, out_dir: Path, options: CompileOptions) -> Artifact:
+        """An ONNX with ORT's graph optimisations applied offline (or `.ort` with extra ort_format)."""
+        self.check_available()
+        import onnxruntime as ort
+
+        if options.precision == "fp16":
+            raise InvalidInputError(
+                "the onnxruntime CPU target has no fp16 path", hint="use --precision fp32 or int8, or another target"
+            )
+        if source.format != "onnx":
+            raise InvalidInputError(f"onnxruntime compiles ONNX models, got {source.format}")
+        ort_format = bool(options.extra.get("ort_format"))
+        suffix = ".ort" if ort_format else ".onnx"
+        out = Path(out_dir) / f"{source.path.stem}.ort-opt{suffix}"
+        with atomic_path(out) as tmp_out:
+            so = ort.SessionOptions()
+            # extended = fusions that run on the CPU provider; still loads on any ORT CPU build
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            so.optimized_model_filepath = str(tmp_out)
+            if ort_format:
+                so.add_session_config_entry("session.save_model_format", "ORT")
+            _session(source.path, so)
+        art = Artifact(
+            path=out, format="ort" if ort_format else "onnx", precision=source.precision, target=self.name,
+            inputs=source.inputs, outputs=source.outputs,
+            provenance={**source.provenance, "from": source.path.name, "optimizer": f"onnxruntime {ort.__version__} extended"},
+        )
+        return art.save_sidecar()
+
+    def runner(self, artifact: Artifact, threads: int | None = None, profile=None) -> Runner:
+        self.check_available()
+        return OnnxRuntimeRunner(artifact.path, threads)
+
+
+def default_activation_type() -> str:
+    """uint8 activations on x86 (U8S8 ran faster there, DESIGN.md), int8 elsewhere."""
+    import platform
+
+    return "uint8" if platform.machine().lower() in ("x86_64", "amd64") else "int8"
+
+
+def _has_vnni() -> bool:
+    flags = set(cpu_info()["flags"])
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def preprocess_for_quantization(src: Path, dst: Path) -> Path:
+    """ORT's quant_pre_process; symbolic shape inference crashes on some dynamo graphs, so retry without it."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+    except Exception:
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        except Exception:
+            shutil.copyfile(src, dst)
+    return dst
+
+
+def _resolve_excluded(model_path: Path, patterns: tuple[str, ...]) -> list[str]:
+    """Node names kept in float: exact names, op types, or fnmatch patterns on names."""
+    if not patterns:
+        return []
+    import fnmatch
+
+    model = load_onnx(model_path)
+    chosen = [
+        n.name for n in model.graph.node
+        if any(p == n.op_type or fnmatch.fnmatchcase(n.name, p) for p in patterns)
+    ]
+    if not chosen:
+        raise InvalidInputError(f"--exclude {', '.join(patterns)} matches no node in {model_path.name}")
+    return chosen
+
+
+class _CalibrationReader:
+    """onnxruntime CalibrationDataReader over a DataSource, with a progress bar."""
+
+    def __init__(self, calib, max_samples: int):
+        total = min(len(calib), max_samples)
+        self._it = progress_iter(iter(calib), total=total, description="calibrating")
+        self._left = total
+        self.count = 0
+
+    def get_next(self):
+        if self._left <= 0:
+            return None
+        sample = next(self._it, None)
+        if sample is None:
+            return None
+        self._left -= 1
+        self.count += 1
+        return sample.feed
+
+    def rewind(self):  # not needed for single-pass calibration
+        pass
+
+
+def _session(path: Path, so=None, threads: int | None = None):
+    import onnxruntime as ort
+
+    so = so or ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        msg = _first_line(e)
+        if "INVALID_PROTOBUF" in msg or "Protobuf parsing failed" in msg or "NO_SUCHFILE" in msg:
+            raise InvalidInputError(f"{path} is not a readable ONNX model: {msg}") from e
+        raise BackendError(f"onnxruntime could not load {path.name}: {msg}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:500]
+
+
+class OnnxRuntimeRunner(Runner):
+    def __init__(self, path: Path, threads: int | None):
+        start = time.perf_counter()
+        self.session = _session(Path(path), threads=threads)
+        self.load_ms = (time.perf_counter() - start) * 1e3
+        self.input_specs = [
+            TensorSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape), _ort_dtype(i.type))
+            for i in self.session.get_inputs()
+        ]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outs = self.session.run(self.output_names, feed)
+        except Exception as e:
+            raise BackendError(f"onnxruntime inference failed: {_first_line(e)}") from e
+        return dict(zip(self.output_names, outs))
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _ort_dtype(type_str: str) -> str:
+    return {
+        "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+        "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+    }.get(type_str, "float32")
+
+
+def reference_inputs(path: Path) -> list[TensorSpec]:
+    return graph_inputs(load_onnx(path, load_external_data=False))

@@ -1,0 +1,432 @@
+"""The `edgekit` command. Each command parses options, calls one library function, prints."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import EdgekitError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def handle_errors(fn):
+    """Typed errors become one line + hint and their exit code; --debug shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .console import error
+
+        debug = click.get_current_context().find_root().obj.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except EdgekitError as e:
+            if debug:
+                traceback.print_exc()
+            error(e.message, e.hint)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            error("interrupted; no partial artifact was kept")
+            sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except Exception as e:  # a bug or an untyped library failure: still one line
+            if debug:
+                traceback.print_exc()
+            error(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                  "run with --debug for the traceback and report it")
+            sys.exit(4)
+
+    return wrapper
+
+
+def input_option(fn):
+    return click.option("--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE]",
+                        help="Model input, e.g. input:1x3x224x224 (? = dynamic). Repeat for several.")(fn)
+
+
+def json_option(fn):
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
+
+
+def data_options(fn):
+    fn = click.option("--preprocess", metavar="SPEC",
+                      help="Image preprocessing: imagenet | inception | raw, plus key=value "
+                           "(size=224, resize=256, crop=center|none, mean=a:b:c, std=a:b:c, layout=NCHW|NHWC, order=RGB|BGR).")(fn)
+    fn = click.option("--labels", type=click.Path(), help="Labels file (FILENAME LABEL per line) for an image folder.")(fn)
+    return fn
+
+
+def _specs(inputs):
+    from .tensors import parse_input_spec
+
+    return tuple(parse_input_spec(t) for t in inputs)
+
+
+def _preprocess(text):
+    from .data import parse_preprocess
+
+    return parse_preprocess(text, base=None) if text else None
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="edgekit")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes.")
+@click.pass_context
+def main(ctx, debug, quiet):
+    """Take a trained model to edge devices: export, quantize, compile, validate, benchmark, gate CI."""
+    from .progress import set_quiet
+
+    ctx.obj = {"debug": debug, "quiet": quiet}
+    set_quiet(quiet)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--weights", type=click.Path(), help="State dict (.safetensors, .pt/.pth).")
+@input_option
+@click.option("-o", "--output", type=click.Path(), required=True, help="ONNX file to write.")
+@click.option("--static", is_flag=True, help="Keep the batch axis static.")
+@click.option("--opset", type=int, help="ONNX opset (default: the exporter's).")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading a fully pickled model (runs its code).")
+@json_option
+@handle_errors
+def export(model, weights, inputs, output, static, opset, no_simplify, trust_pickle, as_json):
+    """Export a PyTorch model (file.py:factory, pkg.module:factory, .pt2, TorchScript) to ONNX."""
+    from .console import echo_json, print_kv
+    from .export import ExportOptions, export_onnx
+    from .torch_model import load_torch_model
+
+    net = load_torch_model(model, weights, trust_pickle)
+    opts = ExportOptions(inputs=_specs(inputs), dynamic_batch=not static, opset=opset, simplify=not no_simplify)
+    art = export_onnx(net, Path(output), opts, source_name=model)
+    if as_json:
+        echo_json(art.to_dict())
+    else:
+        p = art.provenance
+        print_kv([("wrote", str(art.path)), ("inputs", ", ".join(f"{s.name}:{s.display_shape()}" for s in art.inputs)),
+                  ("outputs", ", ".join(art.outputs)), ("opset", p["opset"]),
+                  ("params", f"{p['params']:,}"), ("MACs", f"{p['macs']:,}"),
+                  ("max |ONNX - PyTorch|", f"{p['max_abs_diff_vs_torch']:.2e}")])
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--target", help="Target runtime (default: the profile's, else onnxruntime).")
+@click.option("--profile", help="Device profile (target, options).")
+@click.option("--calib", required=True, type=click.Path(), help="Calibration data (.npy, .npz, image folder).")
+@click.option("--val", type=click.Path(), help="Validation data: also report accuracy vs the FP32 model.")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
+@click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weights.")
+@click.option("--max-samples", type=int, default=300, show_default=True, help="Calibration samples used at most.")
+@click.option("--exclude", multiple=True, help="Node name, op type or glob kept in float. Repeatable.")
+@input_option
+@data_options
+@click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="Output folder.")
+@json_option
+@handle_errors
+def quantize(model, target, profile, calib, val, method, per_tensor, max_samples, exclude, inputs, preprocess,
+             labels, out_dir, as_json):
+    """Int8 post-training quantization with the target's native quantizer."""
+    from .artifact import Artifact
+    from .backends import get_backend
+    from .backends.base import QuantOptions
+    from .console import echo_json, print_kv
+    from .data import open_data
+    from .validate import validate_artifact
+
+    prof = _load_profile(profile)
+    backend = get_backend(target or (prof.runtime.target if prof else "onnxruntime"))
+    backend.check_available()
+    source = Artifact.load(model)
+    specs = _merge_inputs(source.inputs, _specs(inputs))
+    data = open_data(calib, specs, _preprocess(preprocess), labels)
+    opts = QuantOptions(method=method, per_channel=not per_tensor, max_samples=max_samples, exclude=tuple(exclude),
+                        extra=dict(prof.runtime.options) if prof else {})
+    art = backend.quantize(source, data, opts, Path(out_dir))
+    result = {"artifact": art.to_dict(), "path": str(art.path), "size_bytes": art.size_bytes()}
+    if val:
+        result["accuracy"] = validate_artifact(art, model, open_data(val, specs, _preprocess(preprocess), labels))
+    if as_json:
+        echo_json(result)
+        return
+    rows = [("wrote", str(art.path)), ("size", f"{art.size_bytes() / 1e6:.2f} MB")]
+    rows += [(k, str(v)) for k, v in art.provenance.items() if k not in ("excluded_nodes",)]
+    if "accuracy" in result:
+        rows += _accuracy_rows(result["accuracy"])
+    print_kv(rows)
+
+
+@main.command(name="compile")
+@click.argument("model", type=click.Path())
+@click.option("--target", help="Target runtime (default: the profile's, else onnxruntime).")
+@click.option("--profile", help="Device profile.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--ort-format", is_flag=True, help="onnxruntime: write the .ort format.")
+@input_option
+@click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="Output folder.")
+@json_option
+@handle_errors
+def compile_cmd(model, target, profile, precision, ort_format, inputs, out_dir, as_json):
+    """Compile a model into the target's deployable file."""
+    from .artifact import Artifact
+    from .backends import get_backend
+    from .backends.base import CompileOptions
+    from .console import echo_json, print_kv
+
+    prof = _load_profile(profile)
+    backend = get_backend(target or (prof.runtime.target if prof else "onnxruntime"))
+    backend.check_available()
+    source = Artifact.load(model)
+    extra = dict(prof.runtime.options) if prof else {}
+    if ort_format:
+        extra["ort_format"] = True
+    art = backend.compile(source, prof, Path(out_dir), CompileOptions(precision, _specs(inputs), extra))
+    if as_json:
+        echo_json({"artifact": art.to_dict(), "path": str(art.path), "size_bytes": art.size_bytes()})
+    else:
+        print_kv([("wrote", str(art.path)), ("format", art.format), ("precision", art.precision),
+                  ("size", f"{art.size_bytes() / 1e6:.2f} MB")])
+
+
+@main.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--reference", required=True, type=click.Path(), help="The FP32 reference ONNX.")
+@click.option("--data", required=True, type=click.Path(), help="Validation data.")
+@click.option("--threads", type=int)
+@click.option("--limit", type=int, help="Use at most this many samples.")
+@click.option("--accuracy-budget", type=float, help="Max accuracy drop in points; exit 1 when exceeded.")
+@click.option("--min-agreement", type=float, help="Min top-1 agreement (0..1); exit 1 when below.")
+@input_option
+@data_options
+@json_option
+@handle_errors
+def validate(artifact, reference, data, threads, limit, accuracy_budget, min_agreement, inputs, preprocess, labels,
+             as_json):
+    """Accuracy of an artifact against the FP32 reference (agreement, cosine, SQNR, task metric)."""
+    from .artifact import Artifact
+    from .console import echo_json, print_kv
+    from .data import open_data
+    from .deploy import accuracy_violations
+    from .validate import validate_artifact
+
+    art = Artifact.load(artifact)
+    ref = Artifact.load(reference)
+    specs = _merge_inputs(ref.inputs, _specs(inputs))
+    source = open_data(data, specs, _preprocess(preprocess), labels, limit)
+    acc = validate_artifact(art, reference, source, threads)
+    violations = accuracy_violations(acc, min_agreement, accuracy_budget)
+    if as_json:
+        echo_json({"accuracy": acc, "violations": violations, "passed": not violations})
+    else:
+        print_kv(_accuracy_rows(acc) + [("verdict", "FAIL: " + "; ".join(violations) if violations else "pass")])
+    if violations:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--profile", help="Device profile (threads, target options).")
+@click.option("--threads", type=int, help="Inference threads (default: the profile's).")
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--min-runs", type=int, default=50, show_default=True)
+@click.option("--min-seconds", type=float, default=2.0, show_default=True)
+@input_option
+@json_option
+@handle_errors
+def bench(artifact, profile, threads, warmup, min_runs, min_seconds, inputs, as_json):
+    """Latency of an artifact: warm-up, then runs until both a minimum count and duration are met."""
+    from .artifact import Artifact
+    from .bench import BenchOptions, bench_artifact, cv_warning
+    from .console import echo_json, print_kv, warn
+    from .hostinfo import environment
+    from .tensors import random_feed
+
+    prof = _load_profile(profile)
+    art = Artifact.load(artifact)
+    threads = threads or (prof.threads() if prof else None)
+    opts = BenchOptions(warmup=warmup, min_runs=min_runs, min_seconds=min_seconds)
+    feed = random_feed(list(_merge_inputs(art.inputs, _specs(inputs)))) if art.inputs else None
+    block = bench_artifact(art, threads, opts, prof, feed)
+    block["where"] = prof.where() if prof else "host"
+    if as_json:
+        echo_json({"latency_ms": block, "environment": environment()})
+        return
+    keys = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
+    print_kv([(k, f"{block[k]:.3f} ms") for k in keys] + [
+        ("cv", f"{block['cv']:.1%}"), ("runs", block["runs"]), ("first inference", f"{block['first_ms']:.2f} ms"),
+        ("load", f"{block['load_ms']:.1f} ms"), ("peak RSS", f"{block['peak_rss_mb']} MB"),
+        ("threads", block["threads"] or "runtime default"), ("where", block["where"]),
+    ] + ([("effective precision", block["effective_precision"])] if block.get("effective_precision") else []))
+    if w := cv_warning(block):
+        warn(w)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--profile", "profiles", multiple=True, required=True, help="Device profile. Repeatable.")
+@click.option("--calib", type=click.Path(), help="Calibration data.")
+@click.option("--val", type=click.Path(), help="Validation data (default: the calibration data).")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
+              help="Precisions to build (default: fp32 and the profile's).")
+@click.option("--accuracy-budget", type=float, help="Max accuracy drop in points (overrides the profile).")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
+@click.option("--weights", type=click.Path(), help="State dict for a PyTorch factory.")
+@click.option("--trust-pickle", is_flag=True)
+@click.option("--min-seconds", type=float, default=2.0, show_default=True, help="Benchmark duration per row.")
+@input_option
+@data_options
+@click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="Output folder.")
+@json_option
+@handle_errors
+def deploy(model, profiles, calib, val, precisions, accuracy_budget, method, weights, trust_pickle, min_seconds,
+           inputs, preprocess, labels, out_dir, as_json):
+    """The whole chain for one or more profiles; writes artifacts and report.json/.md/.html."""
+    from .backends.base import QuantOptions
+    from .bench import BenchOptions
+    from .deploy import DeployOptions, deploy as run_deploy
+
+    opts = DeployOptions(
+        profiles=tuple(profiles), out_dir=Path(out_dir), calib=calib, val=val, preprocess=_preprocess(preprocess),
+        labels=labels, inputs=_specs(inputs), weights=weights, trust_pickle=trust_pickle,
+        precisions=tuple(precisions), accuracy_budget=accuracy_budget, quant=QuantOptions(method=method),
+        bench=BenchOptions(min_seconds=min_seconds),
+    )
+    result = run_deploy(model, opts)
+    _print_report(result, as_json)
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@click.option("-o", "--output", "out_dir", type=click.Path(), default="edgekit-demo", show_default=True)
+@click.option("--min-seconds", type=float, default=2.0, show_default=True, help="Benchmark duration per row.")
+@json_option
+@handle_errors
+def demo(out_dir, min_seconds, as_json):
+    """Deploy the built-in example (ImageNet EfficientNet-Lite0, shipped photos) to every profile."""
+    from .demo import run_demo
+
+    result = run_demo(Path(out_dir), min_seconds=min_seconds)
+    _print_report(result, as_json)
+    sys.exit(result.exit_code)
+
+
+def _print_report(result, as_json: bool) -> None:
+    from .console import echo_json, print_table
+    from .report import TABLE_COLUMNS, _notes, table_rows
+
+    if as_json:
+        echo_json(result.report)
+        return
+    print_table(None, TABLE_COLUMNS, table_rows(result.report))
+    for r in result.report["results"]:
+        for note in _notes(r):
+            click.echo(f"  {note}")
+    click.echo(f"report: {result.paths['html']}  ({result.paths['json'].name}, {result.paths['md'].name})")
+
+
+@main.group()
+def profiles():
+    """Device profiles: built-in ones and your own TOML files."""
+
+
+@profiles.command(name="list")
+@json_option
+@handle_errors
+def profiles_list(as_json):
+    """List the built-in profiles."""
+    from .console import echo_json, print_table
+    from .profiles import builtin_names, load_profile
+
+    items = [load_profile(n) for n in builtin_names()]
+    if as_json:
+        echo_json([{"name": p.name, "target": p.runtime.target, "precision": p.runtime.precision,
+                    "description": p.description} for p in items])
+        return
+    print_table(None, ("name", "target", "precision", "description"),
+                [(p.name, p.runtime.target, p.runtime.precision, p.description) for p in items])
+
+
+@profiles.command(name="show")
+@click.argument("name")
+@json_option
+@handle_errors
+def profiles_show(name, as_json):
+    """Show one profile (a built-in name or a TOML file)."""
+    import dataclasses
+
+    from .console import echo_json, print_kv
+
+    p = _load_profile(name)
+    data = dataclasses.asdict(p)
+    if as_json:
+        echo_json(data)
+        return
+    pairs = [("name", p.name), ("description", p.description), ("source", p.source)]
+    for section in ("hardware", "runtime", "budgets", "connection"):
+        for k, v in (data.get(section) or {}).items():
+            if v not in (None, {}, []):
+                pairs.append((f"{section}.{k}", str(v)))
+    print_kv(pairs)
+
+
+@main.command()
+@json_option
+@handle_errors
+def doctor(as_json):
+    """Installed targets and versions, CPU features, GPUs, and what to install for each missing target."""
+    from .console import echo_json, print_kv
+    from .doctor import doctor as run_doctor
+
+    info = run_doctor()
+    if as_json:
+        echo_json(info)
+        return
+    env = info["environment"]
+    pairs = [("cpu", f"{env['cpu']} ({env['cores']} cores, {env['arch']})"),
+             ("cpu features", " ".join(env["cpu_flags"]) or "-"), ("os", env["os"]), ("python", env["python"]),
+             ("gpus", ", ".join(info["gpus"]) or "none")]
+    for name, t in info["targets"].items():
+        if t["available"]:
+            pairs.append((f"target {name}", "ok  " + " ".join(f"{k} {v}" for k, v in t["versions"].items())))
+        else:
+            pairs.append((f"target {name}", f"missing: {t['reason']}  ->  {t['install']}"))
+    print_kv(pairs)
+
+
+def _load_profile(name):
+    from .profiles import load_profile
+
+    return load_profile(name) if name else None
+
+
+def _merge_inputs(model_inputs, overrides):
+    from .deploy import _resolve_inputs
+
+    return _resolve_inputs(list(model_inputs), tuple(overrides)) if model_inputs else list(overrides)
+
+
+def _accuracy_rows(acc: dict) -> list[tuple[str, str]]:
+    if acc.get("error"):
+        return [("accuracy", acc["error"])]
+    rows = [("samples", str(acc["samples"]))]
+    for key in ("top1_agreement", "top1_agreement_confident", "top5_agreement", "cosine_mean", "cosine_min",
+                "sqnr_db", "max_abs_err"):
+        if acc.get(key) is not None:
+            rows.append((key, f"{acc[key]:.4g}"))
+    if acc.get("confident_samples") is not None:
+        rows.append(("confident_samples", str(acc["confident_samples"])))
+    if tm := acc.get("task_metric"):
+        rows.append((tm["name"], f"{tm['value']:.4f} (reference {tm['reference']:.4f}, drop {tm['drop']:.2f} points)"))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
