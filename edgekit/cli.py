@@ -428,5 +428,20 @@ def _accuracy_rows(acc: dict) -> list[tuple[str, str]]:
     return rows
 
 
+# Commands that live in their own modules ("module:attribute"), added to the group here so each
+# feature keeps its CLI beside its code. Importing them must need no optional runtime.
+EXTRA_COMMANDS: list[str] = []
+
+
+def _register_extra_commands() -> None:
+    import importlib
+
+    for ref in EXTRA_COMMANDS:
+        module, attr = ref.split(":")
+        main.add_command(getattr(importlib.import_module(module), attr))
+
+
+_register_extra_commands()
+
 if __name__ == "__main__":
     main()
