@@ -23,8 +23,12 @@ class BenchOptions:
     batch: int = 1
 
 
-def bench_runner(runner, feed: dict, options: BenchOptions) -> tuple[dict, list[float]]:
-    """Time `runner.infer(feed)`; returns the latency block and the raw samples (ms)."""
+def bench_runner(runner, feed: dict, options: BenchOptions, probe=None) -> tuple[dict, list[float]]:
+    """Time `runner.infer(feed)`; returns the latency block and the raw samples (ms).
+
+    `probe` (optional) is called right after each timed run: a fixed reference workload that times
+    itself (gate.SpeedProbe), so `check` can tell a slower model from a busier machine.
+    """
     start = time.perf_counter()
     runner.infer(feed)
     first_ms = (time.perf_counter() - start) * 1e3
@@ -38,7 +42,9 @@ def bench_runner(runner, feed: dict, options: BenchOptions) -> tuple[dict, list[
         infer(feed)
         t1 = clock()
         samples.append((t1 - t0) * 1e3)
-        elapsed = t1 - began
+        if probe is not None:
+            probe()
+        elapsed = clock() - began
         if len(samples) >= options.min_runs and elapsed >= options.min_seconds:
             break
         if len(samples) >= options.max_runs or elapsed >= options.max_seconds:

@@ -281,13 +281,15 @@ def bench(artifact, profile, threads, warmup, min_runs, min_seconds, inputs, as_
 @click.option("--weights", type=click.Path(), help="State dict for a PyTorch factory.")
 @click.option("--trust-pickle", is_flag=True)
 @click.option("--min-seconds", type=float, default=2.0, show_default=True, help="Benchmark duration per row.")
+@click.option("--prune", "prune_ratio", type=float, metavar="RATIO",
+              help="Prune this fraction of channels (PyTorch models) before export; BatchNorm re-estimated on --calib.")
 @input_option
 @data_options
 @click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="Output folder.")
 @json_option
 @handle_errors
 def deploy(model, profiles, calib, val, precisions, accuracy_budget, method, weights, trust_pickle, min_seconds,
-           inputs, preprocess, labels, out_dir, as_json):
+           prune_ratio, inputs, preprocess, labels, out_dir, as_json):
     """The whole chain for one or more profiles; writes artifacts and report.json/.md/.html."""
     from .backends.base import QuantOptions
     from .bench import BenchOptions
@@ -297,7 +299,7 @@ def deploy(model, profiles, calib, val, precisions, accuracy_budget, method, wei
         profiles=tuple(profiles), out_dir=Path(out_dir), calib=calib, val=val, preprocess=_preprocess(preprocess),
         labels=labels, inputs=_specs(inputs), weights=weights, trust_pickle=trust_pickle,
         precisions=tuple(precisions), accuracy_budget=accuracy_budget, quant=QuantOptions(method=method),
-        bench=BenchOptions(min_seconds=min_seconds),
+        bench=BenchOptions(min_seconds=min_seconds), prune=prune_ratio,
     )
     result = run_deploy(model, opts)
     _print_report(result, as_json)
@@ -430,7 +432,7 @@ def _accuracy_rows(acc: dict) -> list[tuple[str, str]]:
 
 # Commands that live in their own modules ("module:attribute"), added to the group here so each
 # feature keeps its CLI beside its code. Importing them must need no optional runtime.
-EXTRA_COMMANDS: list[str] = []
+EXTRA_COMMANDS: list[str] = ["edgekit.cli_prune:prune"]
 
 
 def _register_extra_commands() -> None:

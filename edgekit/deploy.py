@@ -16,7 +16,8 @@ from .errors import EdgekitError, InvalidInputError, TargetUnavailableError
 from .hostinfo import environment
 from .onnx_model import describe_onnx
 from .profiles import Profile, load_profile
-from .report import build_report, write_reports
+from .report import build_report, compact_samples, write_reports
+from .speedprobe import SpeedProbe
 from .tensors import TensorSpec, random_feed
 from .validate import compare, run_outputs, run_reference
 
@@ -38,6 +39,7 @@ class DeployOptions:
     bench: BenchOptions = field(default_factory=BenchOptions)
     val_limit: int | None = None
     skip_unavailable: bool = False  # demo: a missing runtime is a skipped row, not exit 3
+    prune: float | None = None  # fraction of channels removed before export (PyTorch models)
 
 
 @dataclass
@@ -48,6 +50,10 @@ class DeployResult:
 
 
 def deploy(model_spec: str, options: DeployOptions) -> DeployResult:
+    if options.prune:
+        from .prune import reject_onnx
+
+        reject_onnx(model_spec)  # before any work: pruning needs the PyTorch model
     out_dir = Path(options.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     profiles = [load_profile(p) for p in options.profiles]  # bad names fail before any work
@@ -71,6 +77,10 @@ def deploy(model_spec: str, options: DeployOptions) -> DeployResult:
         "validation": {"data": str(val_path) if val_path else None, "samples": len(val) if val else 0,
                        "calibration_is_validation": bool(val_path and not options.val)},
     }
+    if pruning := reference.provenance.get("pruning"):
+        model["pruning"] = pruning
+        for row in results:
+            row["prune_ratio"] = pruning["ratio"]
     report = build_report(model, environment(), results)
     paths = write_reports(report, out_dir)
     return DeployResult(report, paths, exit_code_for(results, options.skip_unavailable))
@@ -97,8 +107,18 @@ def prepare_reference(model_spec: str, options: DeployOptions, out_dir: Path) ->
         model = load_torch_model(model_spec, options.weights, options.trust_pickle)
         if not options.inputs:
             raise InvalidInputError("a PyTorch model needs its inputs", hint="--input input:1x3x224x224")
-        save_pt2(model, out_dir / "model.pt2", options.inputs)
-        return export_onnx(model, target, ExportOptions(inputs=options.inputs), source_name=model_spec)
+        pruning = None
+        if options.prune:
+            from .prune import prune_for_deploy
+
+            model, pruning = prune_for_deploy(model, options)
+        pt2 = save_pt2(model, out_dir / "model.pt2", options.inputs)
+        art = export_onnx(model, target, ExportOptions(inputs=options.inputs), source_name=model_spec)
+        if pruning:  # the report's model block and rows read it from here
+            for a in (pt2, art):
+                a.provenance["pruning"] = pruning
+                a.save_sidecar()
+        return art
     src = Path(model_spec)
     if src.suffix != ".onnx":
         raise InvalidInputError(f"unsupported model '{model_spec}'", hint="give an .onnx file or a PyTorch model")
@@ -156,8 +176,12 @@ class _Context:
                 feed = random_feed(runner.input_specs, batch=self.options.bench.batch)
                 if self.val is not None:  # bench on a real sample when there is one
                     feed = next(iter(self.val)).feed
-                latency, _ = bench_runner(runner, feed, self.options.bench)
+                probe = SpeedProbe(profile.threads())  # the machine's speed, paired with each run
+                latency, samples = bench_runner(runner, feed, self.options.bench, probe)
                 latency.update(threads=profile.threads(), where=profile.where())
+                # compact run-ordered subsets: the report's distribution charts and `check`'s noise-aware test
+                latency["samples"] = compact_samples(samples)
+                latency["probe_samples"] = compact_samples(probe.samples)
                 if runner.effective_precision:
                     latency["effective_precision"] = runner.effective_precision
                 row["latency_ms"] = latency

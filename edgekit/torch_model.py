@@ -12,7 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, TargetUnavailableError
 
 PYTORCH_SUFFIXES = {".pt2", ".pt", ".pth", ".ts", ".jit"}
 
@@ -24,9 +24,19 @@ def is_pytorch_spec(spec: str) -> bool:
     return ":" in spec and not path.exists() and not spec.endswith(".onnx")
 
 
+def require_torch():
+    try:
+        import torch
+    except ImportError as e:
+        raise TargetUnavailableError(
+            "PyTorch is not installed; it is needed for PyTorch models", hint="pip install 'edgekit[torch]'"
+        ) from e
+    return torch
+
+
 def load_torch_model(spec: str, weights: str | None = None, trust_pickle: bool = False):
     """Return an eval-mode nn.Module (or exported-program module) for a model spec."""
-    import torch
+    torch = require_torch()
 
     path = Path(spec)
     if path.suffix == ".pt2":
@@ -37,7 +47,7 @@ def load_torch_model(spec: str, weights: str | None = None, trust_pickle: bool =
         model = _call_factory(spec)
     if weights:
         load_weights(model, Path(weights))
-    if isinstance(model, torch.nn.Module):
+    if isinstance(model, torch.nn.Module) and path.suffix != ".pt2":  # exported programs have no eval()
         model.eval()
     return model
 

@@ -28,7 +28,11 @@ def get_backend(name: str):
         if e.name == module_name:
             from ..errors import TargetUnavailableError
 
-            raise TargetUnavailableError(f"target '{name}' is not part of this edgekit build") from e
+            extra = EXTRAS.get(name)
+            raise TargetUnavailableError(
+                f"target '{name}' is not part of this edgekit build",
+                hint=f"pip install 'edgekit[{extra}]'" if extra else None,
+            ) from e
         raise
     return getattr(module, cls_name)()
 

@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from edgekit.errors import InvalidInputError
+from edgekit.profiles import builtin_names, load_profile
+
+REQUIRED = {"local", "x86-onnxruntime-cpu", "x86-openvino-cpu", "raspberry-pi-5", "android-arm64",
+            "jetson-orin-nano", "x86-nvidia-gpu"}
+
+
+def test_builtin_profiles_load():
+    assert REQUIRED <= set(builtin_names())
+    for name in builtin_names():
+        p = load_profile(name)
+        assert p.name == name and p.description
+    assert load_profile("raspberry-pi-5").runtime.threads == 4
+
+
+def test_stand_in_is_reported():
+    assert load_profile("raspberry-pi-5").where() == "host (standing in for raspberry-pi-5)"
+    assert load_profile("local").where() == "host"
+
+
+def test_unknown_profile_lists_builtins():
+    with pytest.raises(InvalidInputError) as e:
+        load_profile("raspberry-pi-9")
+    assert "unknown profile 'raspberry-pi-9'" in e.value.message and "raspberry-pi-5" in e.value.hint
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path):
+    f = tmp_path / "my.toml"
+    f.write_text('name = "my"\n[runtime]\ntarget = "onnxruntime"\nthreadz = 2\n')
+    with pytest.raises(InvalidInputError) as e:
+        load_profile(str(f))
+    assert "runtime.threadz" in e.value.message and str(f) in e.value.message
+    f.write_text('name = "my"\ncolour = "red"\n')
+    with pytest.raises(InvalidInputError, match="unknown profile key 'colour'"):
+        load_profile(str(f))
+
+
+def test_bad_values_are_rejected(tmp_path: Path):
+    f = tmp_path / "p.toml"
+    f.write_text('[runtime]\ntarget = "coreml"\n')
+    with pytest.raises(InvalidInputError, match="not a known target"):
+        load_profile(str(f))
+    f.write_text('[runtime]\nthreads = "four"\n')
+    with pytest.raises(InvalidInputError, match="bad value"):
+        load_profile(str(f))
+    f.write_text('[runtime\n')
+    with pytest.raises(InvalidInputError, match="invalid TOML"):
+        load_profile(str(f))
