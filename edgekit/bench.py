@@ -89,6 +89,8 @@ def bench_artifact(artifact, threads: int | None, options: BenchOptions, profile
         feed = feed or random_feed(runner.input_specs, batch=options.batch)
         block, _ = bench_runner(runner, feed, options)
         block["threads"] = threads
+        if hasattr(runner, "timing_report"):  # TensorRT: GPU compute, H2D/D2H, throughput (trtexec-style)
+            block["device_timing"] = runner.timing_report(skip=1 + options.warmup)
         if runner.effective_precision:
             block["effective_precision"] = runner.effective_precision
     return block

@@ -54,6 +54,30 @@ def json_option(fn):
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
 
 
+def device_options(fn):
+    """--device/--devices/--accept-new-host-key/--device-timeout, given to the command as one `device`
+    (edgekit.remote_fleet.DeviceArgs, resolved inside the command so its errors are handled)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, devices, devices_file, accept_new_host_key, device_timeout, **kwargs):
+        from .remote_fleet import DeviceArgs
+
+        return fn(*args, device=DeviceArgs(tuple(devices), devices_file, accept_new_host_key, device_timeout), **kwargs)
+
+    for option in reversed([
+        click.option("--device", "devices", multiple=True, metavar="ssh://USER@HOST[:PORT]",
+                     help="Run on this device over SSH (or a profile with [connection]). Repeat for a fleet."),
+        click.option("--devices", "devices_file", type=click.Path(), metavar="FILE",
+                     help="Devices file: one ssh:// URL or profile per line, or TOML [[device]] tables."),
+        click.option("--accept-new-host-key", is_flag=True,
+                     help="Trust an unknown device host key on first use (default: it must be in known_hosts)."),
+        click.option("--device-timeout", type=float, default=600.0, show_default=True, metavar="SECONDS",
+                     help="Longest one step on a device may take before the device counts as hung."),
+    ]):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 def data_options(fn):
     fn = click.option("--preprocess", metavar="SPEC",
                       help="Image preprocessing: imagenet | inception | raw, plus key=value "
@@ -126,16 +150,26 @@ def export(model, weights, inputs, output, static, opset, no_simplify, trust_pic
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weights.")
 @click.option("--max-samples", type=int, default=300, show_default=True, help="Calibration samples used at most.")
-@click.option("--exclude", multiple=True, help="Node name, op type or glob kept in float. Repeatable.")
+@click.option("--precision", type=click.Choice(["int8", "fp16"]), default="int8", show_default=True,
+              help="fp16: a float16 ONNX (tensorrt target; float32 kept where --calib shows fp16 overflow).")
+@click.option("--exclude", "--ignore", "exclude", multiple=True,
+              help="Node name, op type or glob kept in float (NNCF's ignored_scope). Repeatable.")
+@click.option("--int8-io", is_flag=True, help="tflite: int8 model inputs/outputs (microcontrollers, NPU delegates).")
+@click.option("--accuracy-budget", type=float, metavar="POINTS",
+              help="Max accuracy drop vs FP32 (on --val, else --calib); if missed, search calibration and float layers.")
+@click.option("--search-time", type=float, default=240.0, show_default=True, metavar="SECONDS",
+              help="Time bound of the --accuracy-budget search.")
+@click.option("--max-float-layers", type=int, default=16, show_default=True,
+              help="Most layers the --accuracy-budget search may keep in float.")
 @input_option
 @data_options
 @click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="Output folder.")
 @json_option
 @handle_errors
 def quantize(model, target, profile, calib, val, method, per_tensor, max_samples, exclude, inputs, preprocess,
-             labels, out_dir, as_json):
+             labels, out_dir, as_json, precision="int8", int8_io=False, accuracy_budget=None, search_time=240.0,
+             max_float_layers=16):
     """Int8 post-training quantization with the target's native quantizer."""
-    from .artifact import Artifact
     from .backends import get_backend
     from .backends.base import QuantOptions
     from .console import echo_json, print_kv
@@ -144,24 +178,47 @@ def quantize(model, target, profile, calib, val, method, per_tensor, max_samples
 
     prof = _load_profile(profile)
     backend = get_backend(target or (prof.runtime.target if prof else "onnxruntime"))
-    backend.check_available()
-    source = Artifact.load(model)
+    # tensorrt makes its Q/DQ ONNX on any CPU; only engines need TensorRT and a GPU
+    getattr(backend, "check_quantize_available", backend.check_available)()
+    source = _load_source(model, _specs(inputs), Path(out_dir))
     specs = _merge_inputs(source.inputs, _specs(inputs))
     data = open_data(calib, specs, _preprocess(preprocess), labels)
     opts = QuantOptions(method=method, per_channel=not per_tensor, max_samples=max_samples, exclude=tuple(exclude),
-                        extra=dict(prof.runtime.options) if prof else {})
-    art = backend.quantize(source, data, opts, Path(out_dir))
+                        extra={**(prof.runtime.options if prof else {}), **({"int8_io": True} if int8_io else {})})
+    if precision == "fp16":
+        if not hasattr(backend, "fp16_onnx"):
+            from .errors import InvalidInputError
+
+            raise InvalidInputError(f"--precision fp16 is a tensorrt step, not {backend.name}",
+                                    hint=f"edgekit compile MODEL --target {backend.name} --precision fp16")
+        art = backend.fp16_onnx(source, Path(out_dir), data)
+    elif accuracy_budget is not None:  # int8 searched until it meets the budget (edgekit.accuracy_aware)
+        from .accuracy_aware import quantize_with_budget, search_options
+
+        check = open_data(val or calib, specs, _preprocess(preprocess), labels)
+        search = search_options(accuracy_budget, prof.budgets.min_top1_agreement if prof else None, search_time,
+                                max_float_layers)
+        art = quantize_with_budget(backend, source, data, check, opts, Path(out_dir), search, prof).artifact
+    else:
+        art = backend.quantize(source, data, opts, Path(out_dir))
     result = {"artifact": art.to_dict(), "path": str(art.path), "size_bytes": art.size_bytes()}
     if val:
         result["accuracy"] = validate_artifact(art, model, open_data(val, specs, _preprocess(preprocess), labels))
+    searched = art.provenance.get("accuracy_search")
     if as_json:
         echo_json(result)
-        return
-    rows = [("wrote", str(art.path)), ("size", f"{art.size_bytes() / 1e6:.2f} MB")]
-    rows += [(k, str(v)) for k, v in art.provenance.items() if k not in ("excluded_nodes",)]
-    if "accuracy" in result:
-        rows += _accuracy_rows(result["accuracy"])
-    print_kv(rows)
+    else:
+        rows = [("wrote", str(art.path)), ("size", f"{art.size_bytes() / 1e6:.2f} MB")]
+        rows += [(k, str(v)) for k, v in art.provenance.items() if k not in ("excluded_nodes", "accuracy_search")]
+        if "accuracy" in result:
+            rows += _accuracy_rows(result["accuracy"])
+        print_kv(rows)
+        if searched:
+            from .accuracy_aware import print_search
+
+            print_search(searched)
+    if searched and not searched["met"]:
+        sys.exit(1)  # budget missed: the most accurate int8 found is kept
 
 
 @main.command(name="compile")
@@ -172,19 +229,25 @@ def quantize(model, target, profile, calib, val, method, per_tensor, max_samples
 @click.option("--ort-format", is_flag=True, help="onnxruntime: write the .ort format.")
 @input_option
 @click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="Output folder.")
+@device_options
 @json_option
 @handle_errors
-def compile_cmd(model, target, profile, precision, ort_format, inputs, out_dir, as_json):
+def compile_cmd(model, target, profile, precision, ort_format, inputs, out_dir, as_json, device):
     """Compile a model into the target's deployable file."""
-    from .artifact import Artifact
     from .backends import get_backend
     from .backends.base import CompileOptions
     from .console import echo_json, print_kv
 
     prof = _load_profile(profile)
+    if device.given:  # built on the device with its own TensorRT (edgekit.cli_device)
+        from .cli_device import compile_on_devices
+
+        return compile_on_devices(model, target or (prof.runtime.target if prof else "onnxruntime"), precision,
+                                  _specs(inputs), Path(out_dir), device, dict(prof.runtime.options) if prof else {},
+                                  as_json)
     backend = get_backend(target or (prof.runtime.target if prof else "onnxruntime"))
     backend.check_available()
-    source = Artifact.load(model)
+    source = _load_source(model, _specs(inputs), Path(out_dir))
     extra = dict(prof.runtime.options) if prof else {}
     if ort_format:
         extra["ort_format"] = True
@@ -206,10 +269,11 @@ def compile_cmd(model, target, profile, precision, ort_format, inputs, out_dir, 
 @click.option("--min-agreement", type=float, help="Min top-1 agreement (0..1); exit 1 when below.")
 @input_option
 @data_options
+@device_options
 @json_option
 @handle_errors
 def validate(artifact, reference, data, threads, limit, accuracy_budget, min_agreement, inputs, preprocess, labels,
-             as_json):
+             as_json, device):
     """Accuracy of an artifact against the FP32 reference (agreement, cosine, SQNR, task metric)."""
     from .artifact import Artifact
     from .console import echo_json, print_kv
@@ -221,6 +285,10 @@ def validate(artifact, reference, data, threads, limit, accuracy_budget, min_agr
     ref = Artifact.load(reference)
     specs = _merge_inputs(ref.inputs, _specs(inputs))
     source = open_data(data, specs, _preprocess(preprocess), labels, limit)
+    if device.given:  # the artifact runs on the device(s), the FP32 reference here (edgekit.cli_device)
+        from .cli_device import validate_on_devices
+
+        return validate_on_devices(art, reference, source, threads, device, min_agreement, accuracy_budget, as_json)
     acc = validate_artifact(art, reference, source, threads)
     violations = accuracy_violations(acc, min_agreement, accuracy_budget)
     if as_json:
@@ -239,9 +307,10 @@ def validate(artifact, reference, data, threads, limit, accuracy_budget, min_agr
 @click.option("--min-runs", type=int, default=50, show_default=True)
 @click.option("--min-seconds", type=float, default=2.0, show_default=True)
 @input_option
+@device_options
 @json_option
 @handle_errors
-def bench(artifact, profile, threads, warmup, min_runs, min_seconds, inputs, as_json):
+def bench(artifact, profile, threads, warmup, min_runs, min_seconds, inputs, as_json, device):
     """Latency of an artifact: warm-up, then runs until both a minimum count and duration are met."""
     from .artifact import Artifact
     from .bench import BenchOptions, bench_artifact, cv_warning
@@ -254,6 +323,10 @@ def bench(artifact, profile, threads, warmup, min_runs, min_seconds, inputs, as_
     threads = threads or (prof.threads() if prof else None)
     opts = BenchOptions(warmup=warmup, min_runs=min_runs, min_seconds=min_seconds)
     feed = random_feed(list(_merge_inputs(art.inputs, _specs(inputs)))) if art.inputs else None
+    if device.given:  # measured on the device(s) over SSH (edgekit.cli_device)
+        from .cli_device import bench_on_devices
+
+        return bench_on_devices(art, device, threads, opts, feed, as_json, prof)
     block = bench_artifact(art, threads, opts, prof, feed)
     block["where"] = prof.where() if prof else "host"
     if as_json:
@@ -270,40 +343,62 @@ def bench(artifact, profile, threads, warmup, min_runs, min_seconds, inputs, as_
 
 
 @main.command()
-@click.argument("model")
-@click.option("--profile", "profiles", multiple=True, required=True, help="Device profile. Repeatable.")
+@click.argument("model", required=False)
+@click.option("-c", "--config", "config_path", type=click.Path(),
+              help="Project config (edgekit.toml); options given here override it.")
+@click.option("--profile", "profiles", multiple=True, help="Device profile. Repeatable.")
 @click.option("--calib", type=click.Path(), help="Calibration data.")
 @click.option("--val", type=click.Path(), help="Validation data (default: the calibration data).")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
               help="Precisions to build (default: fp32 and the profile's).")
-@click.option("--accuracy-budget", type=float, help="Max accuracy drop in points (overrides the profile).")
+@click.option("--accuracy-budget", type=float,
+              help="Max accuracy drop in points (overrides the profile); int8 that misses it is searched for one that meets it.")
+@click.option("--search-time", type=float, metavar="SECONDS",
+              help="Time bound of the --accuracy-budget search per int8 artifact (default 240).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--weights", type=click.Path(), help="State dict for a PyTorch factory.")
 @click.option("--trust-pickle", is_flag=True)
 @click.option("--min-seconds", type=float, default=2.0, show_default=True, help="Benchmark duration per row.")
 @click.option("--prune", "prune_ratio", type=float, metavar="RATIO",
               help="Prune this fraction of channels (PyTorch models) before export; BatchNorm re-estimated on --calib.")
+@click.option("--require-engine", is_flag=True,
+              help="tensorrt: exit 3 when no engine can be built here, instead of checking its ONNX on the CPU.")
 @input_option
 @data_options
-@click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="Output folder.")
+@click.option("-o", "--output", "out_dir", type=click.Path(), help="Output folder.")
+@device_options
 @json_option
 @handle_errors
 def deploy(model, profiles, calib, val, precisions, accuracy_budget, method, weights, trust_pickle, min_seconds,
-           prune_ratio, inputs, preprocess, labels, out_dir, as_json):
-    """The whole chain for one or more profiles; writes artifacts and report.json/.md/.html."""
+           prune_ratio, inputs, preprocess, labels, out_dir, as_json, config_path=None, device=None,
+           require_engine=False, search_time=None):
+    """The whole chain for one or more profiles; writes artifacts and report.json/.md/.html.
+
+    MODEL and --profile may come from a project config instead: `edgekit deploy -c edgekit.toml`.
+    """
     from .backends.base import QuantOptions
     from .bench import BenchOptions
     from .deploy import DeployOptions, deploy as run_deploy
 
     opts = DeployOptions(
-        profiles=tuple(profiles), out_dir=Path(out_dir), calib=calib, val=val, preprocess=_preprocess(preprocess),
+        profiles=tuple(profiles), out_dir=Path(out_dir) if out_dir else None, calib=calib, val=val, preprocess=_preprocess(preprocess),
         labels=labels, inputs=_specs(inputs), weights=weights, trust_pickle=trust_pickle,
         precisions=tuple(precisions), accuracy_budget=accuracy_budget, quant=QuantOptions(method=method),
         bench=BenchOptions(min_seconds=min_seconds), prune=prune_ratio,
+        devices=device.fleet() if device and device.given else None, require_engine=require_engine,
+        accuracy_search_s=search_time,
     )
+    model, opts = _with_config(config_path, model, opts)
     result = run_deploy(model, opts)
     _print_report(result, as_json)
     sys.exit(result.exit_code)
+
+
+def _with_config(config_path, model, opts):
+    from .config import explicit_params, load_config, merge_deploy_options
+
+    config = load_config(config_path) if config_path else None
+    return merge_deploy_options(config, model, opts, explicit_params(click.get_current_context()))
 
 
 @main.command()
@@ -409,6 +504,22 @@ def _load_profile(name):
     return load_profile(name) if name else None
 
 
+def _load_source(model: str, specs, out_dir: Path):
+    """MODEL as an Artifact; a PyTorch factory (file.py:fn, pkg.module:fn) is first saved as OUT/model.pt2."""
+    from .artifact import Artifact
+    from .torch_model import is_pytorch_spec
+
+    if not is_pytorch_spec(model) or Path(model).suffix == ".pt2":
+        return Artifact.load(model)
+    from .errors import InvalidInputError
+    from .export import save_pt2
+    from .torch_model import load_torch_model
+
+    if not specs:
+        raise InvalidInputError("a PyTorch model needs its inputs", hint="--input input:1x3x224x224")
+    return save_pt2(load_torch_model(model), out_dir / "model.pt2", specs)
+
+
 def _merge_inputs(model_inputs, overrides):
     from .deploy import _resolve_inputs
 
@@ -432,7 +543,8 @@ def _accuracy_rows(acc: dict) -> list[tuple[str, str]]:
 
 # Commands that live in their own modules ("module:attribute"), added to the group here so each
 # feature keeps its CLI beside its code. Importing them must need no optional runtime.
-EXTRA_COMMANDS: list[str] = ["edgekit.cli_prune:prune"]
+EXTRA_COMMANDS: list[str] = ["edgekit.cli_prune:prune", "edgekit.cli_gate:check", "edgekit.cli_gate:baseline",
+                             "edgekit.cli_device:device", "edgekit.cli_inspect:inspect_quant"]
 
 
 def _register_extra_commands() -> None:

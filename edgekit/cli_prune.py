@@ -76,18 +76,21 @@ def print_prune_report(report: dict) -> None:
     if report.get("sparsity"):
         rows.append(("2:4 sparse layers", str(len(report["sparsity"]["layers"]))))
     rec = report["recovery"]
-    if rec["batchnorm_layers"]:
-        rows.append(("BatchNorm re-estimated", f"{rec['batchnorm_layers']} layers on {rec['calibration_samples']} samples"))
+    if (bn := rec["batchnorm"]) and bn["layers"]:
+        verdict = "kept" if bn["kept"] else "reverted: the original statistics matched the unpruned model better"
+        rows.append(("BatchNorm re-estimated", f"{bn['layers']} layers on {bn['samples']} samples, distillation loss "
+                                               f"{bn['loss_before']:.4g} -> {bn['loss_after']:.4g} ({verdict})"))
     if d := rec.get("distillation"):
         rows.append(("distillation", f"{d['epochs']} epochs on {d['samples']} samples, {d['loss']} loss "
-                                     f"{d['loss_before']:.4g} -> {d['loss_after']:.4g}"))
+                                     f"{d['loss_before']:.4g} -> {d['loss_trained']:.4g}"
+                                     + ("" if d["kept"] else " (reverted: it matched the unpruned model worse)")))
     if acc := report.get("accuracy"):
         for stage in ("pruned", "batchnorm", "distilled"):
             if stage in acc:
                 rows.append((f"vs unpruned ({stage})", _accuracy_text(acc[stage])))
     if lat := report.get("latency"):
-        rows.append((f"latency p50 ({lat['profile']}, {lat['target']} fp32)",
-                     f"{lat['before']['p50']:.3f} ms -> {lat['after']['p50']:.3f} ms ({lat['speedup']:.2f}x)"))
+        rows.append(("latency p50", f"{lat['before']['p50']:.3f} ms -> {lat['after']['p50']:.3f} ms "
+                                    f"({lat['speedup']:.2f}x, {lat['target']} fp32, {lat['profile']})"))
     print_kv(rows)
     changed = [r for r in report["layers"] if r["before"] != r["after"]]
     print_table("channels per layer (changed)", ("layer", "before", "after"),

@@ -40,6 +40,9 @@ class DeployOptions:
     val_limit: int | None = None
     skip_unavailable: bool = False  # demo: a missing runtime is a skipped row, not exit 3
     prune: float | None = None  # fraction of channels removed before export (PyTorch models)
+    devices: object = None  # remote_fleet.Fleet: validate and bench on these devices over SSH, one row each
+    require_engine: bool = False  # tensorrt without TensorRT here: exit 3 instead of a CPU-checked row
+    accuracy_search_s: float | None = None  # time bound of the --accuracy-budget search (None: its default)
 
 
 @dataclass
@@ -81,7 +84,12 @@ def deploy(model_spec: str, options: DeployOptions) -> DeployResult:
         model["pruning"] = pruning
         for row in results:
             row["prune_ratio"] = pruning["ratio"]
-    report = build_report(model, environment(), results)
+    env = environment()
+    if options.devices:  # the report describes the devices it measured on (edgekit.remote_deploy)
+        from .remote_deploy import report_environment
+
+        env = report_environment(env, results)
+    report = build_report(model, env, results)
     paths = write_reports(report, out_dir)
     return DeployResult(report, paths, exit_code_for(results, options.skip_unavailable))
 
@@ -90,9 +98,10 @@ def exit_code_for(results: list[dict], skip_unavailable: bool) -> int:
     codes = [r.get("exit_code", 0) for r in results if r["status"] == "failed"]
     if codes:
         return max(codes)
-    if not skip_unavailable and any(r["status"] == "skipped" for r in results):
+    if not skip_unavailable and any(r["status"] == "skipped" and r.get("exit_code") for r in results):
         return TargetUnavailableError.exit_code
-    return 0 if all(r.get("passed", True) for r in results if r["status"] == "ok") else 1
+    # rows checked on the CPU only (TensorRT missing here) still fail on their accuracy budgets
+    return 0 if all(r.get("passed", True) for r in results if r["status"] == "ok" or r.get("simulated")) else 1
 
 
 def prepare_reference(model_spec: str, options: DeployOptions, out_dir: Path) -> Artifact:
@@ -152,11 +161,18 @@ class _Context:
 
     def rows_for(self, profile: Profile) -> list[dict]:
         precisions = self.options.precisions or tuple(dict.fromkeys(("fp32", profile.runtime.precision)))
-        rows = [self._row(profile, p) for p in precisions]
-        fp32 = next((r for r in rows if r["precision"] == "fp32" and r.get("latency_ms")), None)
+        if self.options.devices:  # one row per device, measured there (edgekit.remote_deploy)
+            from .remote_deploy import device_rows
+
+            rows = [r for p in precisions for r in device_rows(self, profile, p)]
+        else:
+            rows = [self._row(profile, p) for p in precisions]
+        # speedup against the fp32 row measured in the same place
+        fp32 = {r["latency_ms"].get("where"): r for r in rows if r["precision"] == "fp32" and r.get("latency_ms")}
         for r in rows:
-            if fp32 and r.get("latency_ms"):
-                r["speedup_vs_fp32"] = round(fp32["latency_ms"]["p50"] / r["latency_ms"]["p50"], 3)
+            base = fp32.get(r["latency_ms"].get("where")) if r.get("latency_ms") else None
+            if base:
+                r["speedup_vs_fp32"] = round(base["latency_ms"]["p50"] / r["latency_ms"]["p50"], 3)
         return rows
 
     def _row(self, profile: Profile, precision: str) -> dict:
@@ -165,7 +181,12 @@ class _Context:
                "speedup_vs_fp32": None, "accuracy": None, "violations": [], "passed": False}
         try:
             backend = get_backend(profile.runtime.target)
-            backend.check_available()
+            try:
+                backend.check_available()
+            except TargetUnavailableError as missing:
+                if not hasattr(backend, "cpu_fallback"):
+                    raise
+                return self._simulated_row(row, backend, profile, precision, missing)
             artifact = self._build(backend, profile, precision)
             row["artifact"] = {"path": str(artifact.path.relative_to(self.out_dir)) if artifact.path.is_relative_to(self.out_dir)
                                else str(artifact.path), "size_bytes": artifact.size_bytes(), "sha256": artifact.sha256(),
@@ -177,8 +198,12 @@ class _Context:
                 if self.val is not None:  # bench on a real sample when there is one
                     feed = next(iter(self.val)).feed
                 probe = SpeedProbe(profile.threads())  # the machine's speed, paired with each run
+                if hasattr(runner, "timing_report"):  # TensorRT: time the benchmark runs only
+                    runner.reset_timings()
                 latency, samples = bench_runner(runner, feed, self.options.bench, probe)
                 latency.update(threads=profile.threads(), where=profile.where())
+                if hasattr(runner, "timing_report"):  # GPU compute, H2D/D2H, throughput (trtexec-style)
+                    latency["device_timing"] = runner.timing_report(skip=1 + self.options.bench.warmup)
                 # compact run-ordered subsets: the report's distribution charts and `check`'s noise-aware test
                 latency["samples"] = compact_samples(samples)
                 latency["probe_samples"] = compact_samples(probe.samples)
@@ -205,14 +230,56 @@ class _Context:
             if self.calib is None:
                 raise InvalidInputError("int8 needs calibration data", hint="pass --calib DATA")
             quant = replace(self.options.quant, extra={**self.options.quant.extra, **profile.runtime.options})
-            artifact = backend.quantize(source, self.calib, quant, out)
-            if artifact.format != backend.deploy_format:
-                artifact = backend.compile(artifact, profile, out, CompileOptions(precision, tuple(self.inputs)))
+
+            def build(q: QuantOptions, folder: Path) -> Artifact:
+                art = backend.quantize(source, self.calib, q, folder)
+                if art.format != backend.deploy_format:
+                    art = backend.compile(art, profile, folder, CompileOptions(precision, tuple(self.inputs)))
+                return art
+
+            if self.options.accuracy_budget is not None and self.ref_outputs is not None:
+                from .accuracy_aware import search_in_deploy  # keep int8 within the budget (layers to float)
+
+                artifact = search_in_deploy(self, backend, build, quant, profile, out)
+            else:
+                artifact = build(quant, out)
         else:
             artifact = backend.compile(source, profile, out, CompileOptions(precision, tuple(self.inputs),
                                                                              dict(profile.runtime.options)))
         self.artifacts[key] = artifact
         return artifact
+
+    def _simulated_row(self, row: dict, backend, profile: Profile, precision: str, missing: TargetUnavailableError) -> dict:
+        """No engine can be built here (TensorRT): make the ONNX it would be built from, check it on the CPU."""
+        key = (backend.name, precision, "cpu", tuple(sorted(profile.runtime.options.items())))
+        if key not in self.artifacts:
+            quant = replace(self.options.quant, extra={**self.options.quant.extra, **profile.runtime.options})
+            out = self.out_dir / f"{backend.name}-{precision}"
+            if precision == "int8" and self.options.accuracy_budget is not None and self.ref_outputs is not None:
+                from .accuracy_aware import search_in_deploy
+
+                def build(q: QuantOptions, folder: Path) -> Artifact:
+                    return backend.cpu_fallback(self.reference, self.calib, precision, q, folder)
+
+                self.artifacts[key] = search_in_deploy(self, backend, build, quant, profile, out)
+            else:
+                self.artifacts[key] = backend.cpu_fallback(self.reference, self.calib, precision, quant, out)
+        artifact = self.artifacts[key]
+        path = artifact.path.relative_to(self.out_dir) if artifact.path.is_relative_to(self.out_dir) else artifact.path
+        row["artifact"] = {"path": str(path), "size_bytes": artifact.size_bytes(), "sha256": artifact.sha256(),
+                           "provenance": artifact.provenance}
+        with backend.runner(artifact, profile.threads(), profile) as runner:
+            if self.ref_outputs is not None:
+                row["accuracy"] = self._accuracy(runner, artifact)
+            row["simulated"] = runner.effective_precision
+        budget = self.options.accuracy_budget if self.options.accuracy_budget is not None else profile.budgets.max_accuracy_drop
+        row["violations"] = accuracy_violations(row["accuracy"], profile.budgets.min_top1_agreement, budget) if row["accuracy"] else []
+        row.update(status="skipped", passed=not row["violations"],
+                   error=f"engine not built: {_message(missing)}; accuracy: {row['simulated']}; "
+                         "latency not measured (CPU time says nothing about the GPU)")
+        if self.options.require_engine:
+            row["exit_code"] = missing.exit_code
+        return row
 
     def _source_for(self, backend) -> Artifact:
         pt2 = self.out_dir / "model.pt2"
@@ -234,8 +301,9 @@ def check_budgets(profile: Profile, row: dict, accuracy_budget: float | None) ->
     if b.max_model_mb is not None and size_mb > b.max_model_mb:
         found.append(f"model size {size_mb:.2f} MB > max_model_mb {b.max_model_mb}")
     lat = row.get("latency_ms") or {}
-    # a host standing in for another device says nothing about that device's latency
-    if b.latency_p90_ms is not None and lat.get("where") == "host" and lat["p90"] > b.latency_p90_ms:
+    # a host standing in for another device says nothing about that device's latency; the device itself does
+    measured_there = lat.get("where") == "host" or str(lat.get("where", "")).startswith("ssh://")
+    if b.latency_p90_ms is not None and measured_there and lat["p90"] > b.latency_p90_ms:
         found.append(f"latency p90 {lat['p90']:.2f} ms > latency_p90_ms {b.latency_p90_ms}")
     acc = row.get("accuracy")
     if acc:

@@ -79,32 +79,39 @@ class OrtModel:
 
 
 class OpenVinoModel:
-    def __init__(self, path: str, threads, options: dict, precision: str):
+    """The settings of edgekit.backends.openvino: LATENCY hint, threads on CPU, f32 for FP32 artifacts."""
+
+    def __init__(self, path: str, threads, options: dict, precision: str, output_names: list):
         ov = need("openvino", "openvino")
+        device = str(options.get("device") or "CPU")
         config = {"PERFORMANCE_HINT": "LATENCY"}
-        if threads:
+        if threads and device.startswith("CPU"):  # other devices reject the property
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        if precision == "fp32":  # AMX/bf16 CPUs otherwise run "FP32" in bf16
-            config["INFERENCE_PRECISION_HINT"] = "f32"
-        device = options.get("device", "CPU")
+        hint = options.get("inference_precision") or ("f32" if precision == "fp32" else None)
+        if hint:  # AMX/bf16 CPUs otherwise run "FP32" in bf16
+            config["INFERENCE_PRECISION_HINT"] = hint
         core = ov.Core()
-        if device not in core.available_devices and device not in ("AUTO", "MULTI", "HETERO"):
-            raise RunnerError("missing-dependency", f"OpenVINO device {device} is not present; this device has "
-                              + ", ".join(core.available_devices))
+        family = device.split(":")[0].split(".")[0]
+        if family not in ("AUTO", "MULTI", "HETERO", "BATCH") and not any(
+                d == device or d.startswith(device + ".") for d in core.available_devices):
+            raise RunnerError("missing-dependency", f"OpenVINO device '{device}' is not present; devices present: "
+                              + (", ".join(core.available_devices) or "none"))
         try:
             self.compiled = core.compile_model(core.read_model(path), device, config)
         except Exception as e:
             raise RunnerError("runtime", f"openvino could not compile the model: {first_line(e)}") from e
         self.request = self.compiled.create_infer_request()
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
-        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
-        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        name = str(getattr(hint, "get_type_name", lambda: hint)())
-        self.effective_precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(name, name)
+        names = [p.get_any_name() for p in self.compiled.outputs]
+        self.output_names = list(output_names) if len(output_names or []) == len(names) else names
+        try:
+            hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+            self.effective_precision = f"int8+{hint}" if precision == "int8" else hint
+        except Exception:  # a device without the property
+            self.effective_precision = None
 
     def infer(self, feed: dict) -> dict:
-        result = self.request.infer(feed)
-        return {name: result[port] for name, port in zip(self.output_names, self.compiled.outputs)}
+        return dict(zip(self.output_names, self.request.infer(feed, share_inputs=True).to_tuple()))
 
 
 class TfliteModel:
@@ -126,10 +133,11 @@ class TfliteModel:
         self.input_names = [s["name"] for s in onnx_inputs] or [d["name"] for d in self.inputs]
         self.output_names = [d["name"] for d in self.outputs]
         self.effective_precision = None
+        self.np = need("numpy", "numpy")
         self.nhwc = [nhwc_of(self.onnx_shapes.get(n), list(d["shape"])) for n, d in zip(self.input_names, self.inputs)]
 
     def infer(self, feed: dict) -> dict:
-        np = need("numpy", "numpy")
+        np = self.np
         values = [feed[n] if n in feed else list(feed.values())[i] for i, n in enumerate(self.input_names)]
         values = [quantize(x.transpose(0, 2, 3, 1) if t else x, d, np) for x, d, t in zip(values, self.inputs, self.nhwc)]
         if any(tuple(d["shape"]) != x.shape for x, d in zip(values, self.inputs)):  # another batch size
@@ -178,7 +186,7 @@ def load_model(job: dict):
     if runtime == "onnxruntime":
         model = OrtModel(path, threads, options)
     elif runtime == "openvino":
-        model = OpenVinoModel(path, threads, options, job.get("precision", "fp32"))
+        model = OpenVinoModel(path, threads, options, job.get("precision", "fp32"), job.get("outputs") or [])
     elif runtime == "tflite":
         model = TfliteModel(path, threads, job.get("inputs") or [])
     elif runtime == "tensorrt":
@@ -196,7 +204,7 @@ def load_model(job: dict):
 def cmd_bench(job: dict) -> dict:
     np = need("numpy", "numpy")
     model = load_model(job)
-    feed = read_samples(job, np)[0]
+    feed = next(iter_samples(job, np))
     opts = job["bench"]
     start = time.perf_counter()
     first = model.infer(feed)
@@ -243,16 +251,6 @@ def cmd_run(job: dict) -> dict:
     os.replace(path + ".part", path)
     return {"samples": total, "load_ms": model.load_ms, "output_names": model.output_names,
             "effective_precision": model.effective_precision}
-
-
-def cmd_build_trt(job: dict) -> dict:
-    from device_runner_trt import build_engine
-
-    return build_engine(job)
-
-
-def read_samples(job: dict, np) -> list:
-    return list(iter_samples(job, np))
 
 
 def iter_samples(job: dict, np):
@@ -425,10 +423,10 @@ def watch_host(run_dir: str) -> None:
     a host timeout): remove the run folder and stop, so nothing is left behind on the device."""
 
     def watch():
-        try:
-            while sys.stdin.buffer.read(65536):
+        try:  # os.read, not sys.stdin: a buffered read holds a lock that aborts interpreter shutdown
+            while os.read(0, 65536):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         remove_run_dir(run_dir)
         os._exit(70)
@@ -446,6 +444,12 @@ def watch_deadline(run_dir: str, seconds: float) -> None:
 def remove_run_dir(run_dir: str) -> None:
     if os.path.basename(run_dir).startswith("edgekit-run."):  # never anything but our own folder
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def cmd_build_trt(job: dict) -> dict:
+    from device_runner_trt import build_engine
+
+    return build_engine(job)
 
 
 COMMANDS = {"bench": cmd_bench, "run": cmd_run, "build-trt": cmd_build_trt}
@@ -486,7 +490,16 @@ def main(argv: list) -> int:
     except MemoryError:
         emit("error", kind="runtime", message="out of memory on the device")
         return 4
+    except Exception as e:  # a runtime's own failure: one line to the host, the traceback on stderr
+        import traceback
+
+        traceback.print_exc()
+        emit("error", kind="runtime", message=f"{type(e).__name__}: {first_line(e)}")
+        return 4
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    code = main(sys.argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the stdin watcher thread must not hold up (or abort) the exit

@@ -13,7 +13,10 @@ import re
 import subprocess
 import time
 
-from device_runner import RunnerError, emit, find_trtexec, need
+try:  # on the device: a file beside device_runner.py
+    from device_runner import RunnerError, emit, find_trtexec, need
+except ImportError:  # imported as part of the edgekit package (import checks)
+    from .device_runner import RunnerError, emit, find_trtexec, need
 
 ENGINE, LOG, CACHE = os.path.join("out", "model.engine"), os.path.join("out", "build.log"), os.path.join("out", "timing.cache")
 
@@ -108,7 +111,8 @@ def build_engine(job: dict) -> dict:
     trtexec = find_trtexec()
     if trt is None and trtexec is None:
         raise RunnerError("missing-dependency", "the device has neither the tensorrt Python module nor trtexec",
-                          package="tensorrt (JetPack / nvidia-tensorrt)")
+                          hint="on a Jetson: sudo apt install nvidia-tensorrt (JetPack) and use its system python3; "
+                               "elsewhere install TensorRT with its trtexec, or pip install tensorrt")
     if job.get("timing_cache") and os.path.exists(job["timing_cache"]):
         os.replace(job["timing_cache"], CACHE)
     if trt is not None:

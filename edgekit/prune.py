@@ -54,10 +54,14 @@ def prune_model(model, options: PruneOptions, source: str = "") -> PruneResult:
     specs = list(options.inputs)
     if not specs:
         raise InvalidInputError("a PyTorch model needs its inputs", hint="--input input:1x3x224x224")
+    if options.distill and options.recovery.epochs < 1:
+        raise InvalidInputError("--distill needs --epochs N (N >= 1)")
     teacher = as_prunable(model, source)
     spec = options.spec
-    if spec.round_to is None and options.profile:
-        spec = replace(spec, round_to=_profile_round_to(options.profile))
+    if options.profile:
+        profile = _usable_profile(options.profile)  # a missing runtime fails before the pruning work
+        if spec.round_to is None:
+            spec = replace(spec, round_to=_profile_round_to(profile))
     data = _Data(options, specs)
     _check_runs(teacher, specs)
     student = copy.deepcopy(teacher)
@@ -101,16 +105,13 @@ def _recover(teacher, student, data: "_Data", options: PruneOptions, masks: dict
             accuracy[stage] = compare(ref, rec.predictions(student, val))
 
     measure("pruned")
-    recovery: dict = {"batchnorm_layers": 0, "calibration_samples": 0, "distillation": None}
+    recovery: dict = {"batchnorm": None, "distillation": None}
     calib = data.calib_batches()
     if calib is not None:
-        recovery["batchnorm_layers"] = rec.reestimate_batchnorm(student, calib, options.recovery.batch_size)
-        recovery["calibration_samples"] = len(calib)
-        if recovery["batchnorm_layers"]:
+        recovery["batchnorm"] = rec.reestimate_batchnorm_checked(student, teacher, calib, options.recovery)
+        if recovery["batchnorm"]["layers"]:
             measure("batchnorm")
     if options.distill:
-        if options.recovery.epochs < 1:
-            raise InvalidInputError("--distill needs --epochs N (N >= 1)")
         recovery["distillation"] = rec.distill(student, teacher, data.distill_batches(), options.recovery, masks)
         measure("distilled")
     return recovery, accuracy
@@ -120,22 +121,25 @@ class _Data:
     """The data sources of one pruning run, each loaded once, only when needed."""
 
     def __init__(self, options: PruneOptions, specs: list[TensorSpec]):
+        from .data import open_data
+
         self.options, self.specs = options, specs
-        self._cache: dict[str, object] = {}
         self.calib_path = options.calib or options.distill
         self.val_path = options.val or options.distill or options.calib
         self.any_data = bool(self.calib_path)
+        # opened now so a wrong path or shape fails before any pruning work; read later, once
+        paths = dict.fromkeys(p for p in (options.calib, options.distill, options.val) if p)
+        self._sources = {p: open_data(p, specs, options.preprocess, options.labels) for p in paths}
+        self._cache: dict[str, object] = {}
 
     def _batches(self, path: str | None, what: str):
         if path is None:
             return None
         if path not in self._cache:
-            from .data import open_data
             from .prune_recover import Batches
 
-            o = self.options
-            source = open_data(path, self.specs, o.preprocess, o.labels)
-            self._cache[path] = Batches(source, self.specs, o.recovery.max_samples, f"loading {what} data")
+            self._cache[path] = Batches(self._sources[path], self.specs, self.options.recovery.max_samples,
+                                        f"loading {what} data")
         return self._cache[path]
 
     def calib_batches(self):
@@ -180,10 +184,16 @@ def _check_runs(model, specs) -> None:
                                 hint="check --input") from e
 
 
-def _profile_round_to(profile_name: str) -> int:
+def _usable_profile(profile_name: str):
+    from .backends import get_backend
     from .profiles import load_profile
 
     profile = load_profile(profile_name)
+    get_backend(profile.runtime.target).check_available()
+    return profile
+
+
+def _profile_round_to(profile) -> int:
     value = profile.runtime.options.get("round_to", DEFAULT_ROUND_TO)
     if not isinstance(value, int) or value < 1:
         raise InvalidInputError(f"runtime.options.round_to = {value!r} in {profile.source} must be a positive integer")

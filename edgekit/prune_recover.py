@@ -48,17 +48,21 @@ class Batches:
     def __len__(self) -> int:
         return self.count
 
-    def iterate(self, batch_size: int, shuffle: bool = False, seed: int = 0, min_size: int = 1):
-        """(inputs tuple, labels or None) per batch; a last batch smaller than min_size is dropped."""
+    def iterate(self, batch_size: int, shuffle: bool = False, seed: int = 0, min_size: int = 1,
+                with_index: bool = False):
+        """(inputs tuple, labels or None[, sample indices]) per batch; a last batch smaller than
+        min_size is dropped."""
         import torch
 
         order = torch.randperm(self.count, generator=torch.Generator().manual_seed(seed)) if shuffle else None
         for start in range(0, self.count, batch_size):
-            idx = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
-            inputs = tuple(t[idx] for t in self.inputs)
-            if inputs[0].shape[0] < min_size:
+            idx = torch.arange(start, min(start + batch_size, self.count)) if order is None \
+                else order[start:start + batch_size]
+            if len(idx) < min_size:
                 return
-            yield inputs, (self.labels[idx] if self.labels is not None else None)
+            inputs = tuple(t[idx] for t in self.inputs)
+            labels = self.labels[idx] if self.labels is not None else None
+            yield (inputs, labels, idx) if with_index else (inputs, labels)
 
     def steps(self, batch_size: int) -> int:
         return -(-self.count // batch_size)
@@ -88,6 +92,30 @@ def reestimate_batchnorm(model, batches: Batches, batch_size: int = 16) -> int:
             m.momentum = momentum
         model.eval()
     return len(bns)
+
+
+def reestimate_batchnorm_checked(student, teacher, batches: Batches, options: RecoveryOptions) -> dict:
+    """Re-estimate BatchNorm, keeping the new statistics only if the pruned model then matches the
+    unpruned one better on that same data (label-free). A few hundred crops of a few photos can be
+    less representative than the statistics a model learnt on millions of images."""
+    bns = [m for m in student.modules() if isinstance(m, _batchnorm_class())]
+    saved = [(m.running_mean.clone(), m.running_var.clone()) for m in bns if m.running_mean is not None]
+    before = mean_distillation_loss(student, teacher, batches, options)
+    layers = reestimate_batchnorm(student, batches, options.batch_size)
+    after = mean_distillation_loss(student, teacher, batches, options)
+    kept = after <= before
+    if not kept:
+        for m, (mean, var) in zip((m for m in bns if m.running_mean is not None), saved):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+    return {"layers": layers, "samples": len(batches), "loss_before": round(before, 6), "loss_after": round(after, 6),
+            "kept": kept}
+
+
+def _batchnorm_class():
+    import torch
+
+    return torch.nn.modules.batchnorm._BatchNorm
 
 
 def outputs_of(result) -> list:
@@ -138,9 +166,9 @@ def mean_distillation_loss(student, teacher, batches: Batches, options: Recovery
 def distill(student, teacher, batches: Batches, options: RecoveryOptions, masks: dict | None = None) -> dict:
     """Train the pruned model to match the unpruned one; returns the loss before and after.
 
-    Both stay in eval mode: BatchNorm keeps the statistics just re-estimated (a few hundred
-    samples in small batches would make them noisy) and dropout stays off, so the function
-    trained is exactly the one deployed.
+    BatchNorm trains on batch statistics (with frozen statistics the un-normalised layers drift
+    and the loss climbs), dropout stays off (the teacher's targets are exact), and the running
+    statistics are re-estimated at the end for the weights as they finally are.
     """
     import torch
     import torch.nn.functional as F
@@ -153,15 +181,17 @@ def distill(student, teacher, batches: Batches, options: RecoveryOptions, masks:
     teacher.eval()
     student.eval()
     before = mean_distillation_loss(student, teacher, batches, options)
+    start_state = {k: v.clone() for k, v in student.state_dict().items()}
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=options.lr)
     steps = options.epochs * batches.steps(options.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     work = ((epoch, batch) for epoch in range(options.epochs)
-            for batch in batches.iterate(options.batch_size, shuffle=True, seed=epoch))
-    for _, (inputs, labels) in progress_iter(work, total=steps, description="distilling"):
-        with torch.no_grad():
-            target = outputs_of(teacher(*inputs))
+            for batch in batches.iterate(options.batch_size, shuffle=True, seed=epoch, with_index=True))
+    targets = teacher_outputs(teacher, batches, options.batch_size)  # once: the teacher does not change
+    _batchnorm_train(student)
+    for _, (inputs, labels, idx) in progress_iter(work, total=steps, description="distilling"):
+        target = [t[idx] for t in targets]
         out = outputs_of(student(*inputs))
         loss = distillation_loss(out, target, options.temperature)
         if options.ce_weight > 0:
@@ -173,13 +203,40 @@ def distill(student, teacher, batches: Batches, options: RecoveryOptions, masks:
         if masks:
             apply_masks(student, masks)  # keep the 2:4 pattern through fine-tuning
     student.zero_grad(set_to_none=True)
-    after = mean_distillation_loss(student, teacher, batches, options)
+    reestimate_batchnorm(student, batches, options.batch_size)
+    trained = mean_distillation_loss(student, teacher, batches, options)
+    kept = trained < before
+    if not kept:  # never hand back a model that matches the unpruned one worse than before
+        student.load_state_dict(start_state)
+        if masks:
+            apply_masks(student, masks)
     with torch.no_grad():
         first, _ = next(batches.iterate(2))
         kinds = sorted({"kl" if is_logits(t) else "mse" for t in outputs_of(teacher(*first))})
     return {"epochs": options.epochs, "steps": steps, "samples": len(batches), "lr": options.lr,
             "loss": "+".join(kinds) + ("+ce" if options.ce_weight > 0 else ""),
-            "loss_before": round(before, 6), "loss_after": round(after, 6)}
+            "loss_before": round(before, 6), "loss_after": round(trained if kept else before, 6),
+            "loss_trained": round(trained, 6), "kept": kept}
+
+
+def teacher_outputs(teacher, batches: Batches, batch_size: int) -> list:
+    """The teacher's outputs for every sample, in sample order, one tensor per output."""
+    import torch
+
+    parts: list[list] = []
+    with torch.no_grad():
+        for inputs, _ in batches.iterate(batch_size):
+            parts.append(outputs_of(teacher(*inputs)))
+    return [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+def _batchnorm_train(model) -> None:
+    import torch
+
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.train()
 
 
 def taylor_gradients(batches: Batches, batch_size: int = 16):

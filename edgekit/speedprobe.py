@@ -13,18 +13,19 @@ import time
 
 import numpy as np
 
-PROBE_SHAPE = (1, 16, 16, 16)
+PROBE_SHAPE = (1, 32, 24, 24)
 PROBE_LAYERS = 3
 
 
 def _probe_model() -> bytes:
-    """Three 3x3 convolutions + ReLU, built in memory with fixed weights (about 0.05 ms here)."""
+    """Three 3x3 convolutions + ReLU on 32x24x24, fixed weights, built in memory (~0.25 ms on one x86 core)."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     nodes, weights, x = [], [], "x"
     for i in range(PROBE_LAYERS):
-        w = (rng.standard_normal((16, 16, 3, 3)) * 0.1).astype(np.float32)
+        c = PROBE_SHAPE[1]
+        w = (rng.standard_normal((c, c, 3, 3)) * 0.1).astype(np.float32)
         weights.append(numpy_helper.from_array(w, f"w{i}"))
         nodes += [helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
                   helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]

@@ -1,0 +1,221 @@
+"""Accuracy-aware int8 against each target's default int8, side by side in one run (issue 9).
+
+Models:
+- EfficientNet-Lite0 (ImageNet weights, edgekit.demo) on the shipped photos: 80 calibration crops,
+  120 validation crops; budget 1 point of top-1 disagreement on the confident crops (agreement >= 0.99).
+- a small transformer built here (token embedding + positions, 4 pre-LN blocks of multi-head attention,
+  LayerNorm and a GELU MLP, mean-pooled 10-way head; int64 token ids 1x32), random weights with a fixed
+  seed plus two 60x outlier feature dims per LayerNorm (as trained transformers have), random token ids:
+  80 calibration and 120 validation sequences; the same 1-point budget plus top-1 agreement >= 0.95 on all samples (few of its samples are confident).
+Targets (CPU): onnxruntime, openvino, tensorrt (its Q/DQ ONNX checked on the CPU: no latency), and
+tflite when asked (--targets).
+
+Per model x target: the default int8 (Backend.quantize with edgekit's defaults, no budget) and the
+accuracy-aware int8 (edgekit.accuracy_aware with the budget): top-1 agreement on the confident samples,
+mean logit cosine, latency ratio accuracy-aware / default (models loaded once, timed in alternating
+rounds, median of the per-round ratios), the layers kept in float and the time the search took.
+Goals: agreement >= 0.99 (EfficientNet-Lite0), cosine >= 0.995, latency ratio <= 1.15, search < 5 min.
+
+Run: /work/venv/bin/python benchmarks/accuracy_aware.py [--models effnet,transformer]
+     [--targets onnxruntime,openvino,tensorrt] [--budget 1.0] [--search-time 240] [--rounds 5] [--work DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekit.accuracy_aware import SearchOptions, accuracy_aware_int8
+from edgekit.artifact import Artifact
+from edgekit.backends import get_backend
+from edgekit.backends.base import QuantOptions
+from edgekit.bench import BenchOptions, bench_runner
+from edgekit.data import open_data
+from edgekit.demo import DEMO_INPUT, calibration_dir, make_efficientnet_lite0
+from edgekit.errors import EdgekitError
+from edgekit.export import ExportOptions, export_onnx
+from edgekit.tensors import parse_input_spec
+from edgekit.validate import compare, run_outputs, run_reference
+
+THREADS = 2
+OUTLIER_GAIN = 60.0
+GOALS = {"agreement_confident": 0.99, "cosine": 0.995, "latency_ratio": 1.15, "search_s": 300}
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, dim=-1)
+        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, t, d))
+        return x + self.fc2(nn.functional.gelu(self.fc1(self.ln2(x))))
+
+
+class TinyTransformer(nn.Module):
+    def __init__(self, vocab: int = 1000, seq: int = 32, d: int = 128, heads: int = 4, layers: int = 4):
+        super().__init__()
+        self.emb, self.pos = nn.Embedding(vocab, d), nn.Parameter(torch.randn(1, seq, d) * 0.02)
+        self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
+        self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, 10)
+        with torch.no_grad():  # trained transformers grow a few huge LayerNorm feature dims (LLM.int8(), Dettmers
+            for block in self.blocks:  # et al. 2022); random weights have none, so plant two per LayerNorm
+                for ln, nxt in ((block.ln1, block.qkv), (block.ln2, block.fc1)):
+                    ln.weight[:2] = OUTLIER_GAIN
+                    nxt.weight[:, :2] /= OUTLIER_GAIN  # the next layer scales them back: same function class
+
+    def forward(self, tokens):
+        x = self.emb(tokens) + self.pos
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x).mean(1)) * 4  # confident logits, like a trained classifier
+
+
+def effnet(work: Path):
+    path = work / "efficientnet_lite0.onnx"
+    spec = parse_input_spec(DEMO_INPUT)
+    if not path.exists():
+        export_onnx(make_efficientnet_lite0(), path, ExportOptions(inputs=(spec,)), source_name="efficientnet_lite0")
+    photos = calibration_dir() / "photos"
+    ref = Artifact.load(path)
+    return ref, open_data(str(photos / "calib"), ref.inputs), open_data(str(photos / "val"), ref.inputs)
+
+
+def transformer(work: Path):
+    path = work / "tiny_transformer.onnx"
+    spec = parse_input_spec("tokens:1x32:int64")
+    if not path.exists():
+        torch.manual_seed(0)
+        export_onnx(TinyTransformer().eval(), path, ExportOptions(inputs=(spec,), dynamic_batch=False),
+                    source_name="tiny_transformer")
+    rng = np.random.default_rng(0)
+    for name, n in (("calib", 80), ("val", 120)):
+        np.save(work / f"tokens_{name}.npy", rng.integers(0, 1000, size=(n, 32), dtype=np.int64))
+    ref = Artifact.load(path)
+    return (ref, open_data(str(work / "tokens_calib.npy"), ref.inputs),
+            open_data(str(work / "tokens_val.npy"), ref.inputs))
+
+
+def run_pair(target: str, ref: Artifact, calib, val, ref_out, args, work: Path) -> dict:
+    backend = get_backend(target)
+    quant = QuantOptions()
+
+    def build(q: QuantOptions, folder: Path) -> Artifact:
+        if target == "tensorrt":  # no TensorRT here: the Q/DQ ONNX the engine would be built from
+            return backend.cpu_fallback(ref, calib, "int8", q, folder)
+        return backend.quantize(ref, calib, q, folder)
+
+    t0 = time.perf_counter()
+    default = build(quant, work / f"{target}-default")
+    default_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    # the transformer's few confident samples say little: all its samples must agree too
+    min_agreement = args.transformer_agreement if ref.path.stem == "tiny_transformer" else None
+    search = SearchOptions(max_drop=args.budget, min_agreement=min_agreement, time_limit_s=args.search_time)
+    result = accuracy_aware_int8(backend, build, quant, ref, calib, val, ref_out, search, work / f"{target}-aware",
+                                 THREADS)
+    search_s = time.perf_counter() - t0
+    row = {"target": target, "default_quantize_s": round(default_s, 1), "search_s": round(search_s, 1),
+           "met": result.met, "searched": result.searched, "float_layers": result.artifact.provenance["accuracy_search"]["float_layers"], "message": result.message,
+           "steps": [{k: s.get(k) for k in ("step", "top1_agreement_confident", "cosine_mean", "latency_p50_ms",
+                                            "met")} for s in result.steps if not s.get("skipped")]}
+    runners = {}
+    try:
+        for name, art in (("default", default), ("aware", result.artifact)):
+            runners[name] = backend.runner(art, THREADS).__enter__()
+            acc = compare(ref_out, run_outputs(runners[name], val, ref_out.output_names, f"{target} {name}"))
+            row[name] = {"agreement_confident": acc.get("top1_agreement_confident"),
+                         "agreement_all": acc.get("top1_agreement"), "cosine": acc["cosine_mean"]}
+        if target != "tensorrt":
+            row["latency"] = _latency_ratio(runners, next(iter(val)).feed, args.rounds)
+    finally:
+        for r in runners.values():
+            r.close()
+    return row
+
+
+def _latency_ratio(runners: dict, feed: dict, rounds: int) -> dict:
+    opts = BenchOptions(warmup=5, min_runs=30, min_seconds=1.0)
+    p50 = {name: [] for name in runners}
+    for _ in range(rounds):  # alternate, so drift on a shared machine hits both alike
+        for name, runner in runners.items():
+            p50[name].append(bench_runner(runner, feed, opts)[0]["p50"])
+    ratios = [a / d for a, d in zip(p50["aware"], p50["default"])]
+    return {"default_p50_ms": round(statistics.median(p50["default"]), 3),
+            "aware_p50_ms": round(statistics.median(p50["aware"]), 3),
+            "ratio": round(statistics.median(ratios), 3), "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="effnet,transformer")
+    ap.add_argument("--targets", default="onnxruntime,openvino,tensorrt")
+    ap.add_argument("--budget", type=float, default=1.0, help="points of confident top-1 disagreement")
+    ap.add_argument("--search-time", type=float, default=240.0)
+    ap.add_argument("--transformer-agreement", type=float, default=0.95, help="min top-1 agreement, all samples")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--work", type=Path)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-aa-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for model_name in args.models.split(","):
+        ref, calib, val = {"effnet": effnet, "transformer": transformer}[model_name](work)
+        with get_backend("onnxruntime").runner(ref, THREADS) as r:
+            ref_out = run_reference(r, val, "FP32 reference")
+        for target in args.targets.split(","):
+            folder = work / model_name
+            folder.mkdir(exist_ok=True)
+            try:
+                row = run_pair(target, ref, calib, val, ref_out, args, folder)
+            except EdgekitError as e:
+                row = {"target": target, "error": e.message}
+            row["model"] = model_name
+            rows.append(row)
+            if not args.json:
+                _print_row(row)
+    if args.json:
+        print(json.dumps({"goals": GOALS, "rows": rows}, indent=2))
+    return 0
+
+
+def _print_row(row: dict) -> None:
+    head = f"{row['model']:<12} {row['target']:<12}"
+    if "error" in row:
+        print(f"{head} error: {row['error']}")
+        return
+    d, a = row["default"], row["aware"]
+    lat = row.get("latency")
+    lat_text = (f"latency aware/default {lat['ratio']:.3f} (range {lat['ratio_range'][0]:.3f}-{lat['ratio_range'][1]:.3f};"
+                f" {lat['aware_p50_ms']:.2f} vs {lat['default_p50_ms']:.2f} ms)") if lat else "latency n/a (CPU simulation)"
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"{head} confident agreement default {fmt(d['agreement_confident'])} -> aware {fmt(a['agreement_confident'])}"
+          f" | all {fmt(d['agreement_all'])} -> {fmt(a['agreement_all'])}"
+          f" | cosine {d['cosine']:.4f} -> {a['cosine']:.4f} | {lat_text}"
+          f" | search {row['search_s']:.1f} s (default quantize {row['default_quantize_s']:.1f} s)"
+          f" | float layers {len(row['float_layers'])}: {', '.join(row['float_layers']) or '-'}")
+    print(f"{'':<25} {row['message']}")
+    for s in row["steps"]:
+        print(f"{'':<27}step {s['step']}: confident agreement {fmt(s['top1_agreement_confident'])},"
+              f" cosine {fmt(s['cosine_mean'])}, p50 {fmt(s['latency_p50_ms'])} ms, met {s['met']}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Accuracy-aware int8 and inspect-quant on a tiny CNN with one deliberately sensitive layer.
+
+conv2's output channel 0 is OUTLIER times larger than the others (conv3 scales it back down, so
+the FP32 function is an ordinary CNN). Per-tensor int8 activations of conv2's output then have a
+step far larger than the other channels: int8 destroys them, and with them the logits.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from edgekit.artifact import Artifact
+from edgekit.data import open_data
+from edgekit.export import ExportOptions, export_onnx
+from edgekit.tensors import parse_input_spec
+from edgekit.validate import validate_artifact
+
+OUTLIER = 2000.0
+BUDGET = "5"  # points of top-1 disagreement on confident samples
+
+
+class Planted(nn.Module):
+    def __init__(self, outlier: float = OUTLIER):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.conv3 = nn.Conv2d(16, 16, 1)
+        self.conv4 = nn.Conv2d(16, 16, 3, padding=1, stride=2)
+        self.fc = nn.Linear(16, 10)
+        with torch.no_grad():
+            for m in (self.conv1, self.conv2, self.conv3, self.conv4, self.fc):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5)
+                m.bias.zero_()
+            self.conv2.weight[0] *= outlier
+            self.conv2.bias[0] = outlier
+            self.conv3.weight[:, 0] /= outlier
+            self.fc.weight *= 4  # confident logits: agreement is measured on confident samples
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = self.conv2(x)
+        x = torch.relu(self.conv3(x))
+        x = torch.relu(self.conv4(x))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("planted") / "planted.onnx"
+    export_onnx(Planted().eval(), out, ExportOptions(inputs=(parse_input_spec("input:1x3x32x32"),)),
+                source_name="planted")
+    return out
+
+
+def planted_node(model_path: Path) -> str:
+    """The ONNX node of conv2 (the layer with the huge channel), found by its weight."""
+    model = onnx.load(str(model_path))
+    return next(n.name for n in model.graph.node if n.op_type == "Conv" and "conv2.weight" in n.input)
+
+
+def _quantize(cli, planted, data, out, target, *extra):
+    return cli("quantize", planted, "--target", target, "--calib", data, "-o", out, "--json", *extra)
+
+
+def _search_record(out: Path) -> dict:
+    sidecars = [p for p in out.glob("*.json")]
+    assert len(sidecars) == 1, sidecars
+    return json.loads(sidecars[0].read_text())["provenance"]["accuracy_search"]
+
+
+# the TensorRT Q/DQ ONNX is checked on the CPU (the id avoids conftest's GPU-only "tensorrt" keyword)
+@pytest.mark.parametrize("target", ["onnxruntime", "openvino", pytest.param("tensorrt", id="trt_qdq_cpu")])
+def test_search_keeps_the_planted_layer_in_float_and_meets_the_budget(cli, planted, tiny_data, tmp_path, target):
+    if target == "openvino":
+        pytest.importorskip("nncf")
+    if target == "tensorrt":
+        pytest.importorskip("onnxruntime.quantization")
+    default = _quantize(cli, planted, tiny_data, tmp_path / "default", target, "--val", tiny_data)
+    assert default.exit_code == 0, default.output
+    assert json.loads(default.stdout)["accuracy"]["top1_agreement"] < 0.5  # the plant really breaks int8
+
+    out = tmp_path / "searched"
+    result = _quantize(cli, planted, tiny_data, out, target, "--accuracy-budget", BUDGET, "--val", tiny_data)
+    assert result.exit_code == 0, result.output
+    record = _search_record(out)
+    assert record["searched"] and record["met"]
+    assert planted_node(planted) in record["float_layers"]
+    assert len(record["float_layers"]) <= 4  # the planted tensor's producer and consumer, not the model
+    steps = [s for s in record["steps"] if not s.get("skipped")]
+    assert not steps[0]["met"] and steps[0]["float_layers"] == []  # the default int8 was tried first
+    assert all({"float_layers", "latency_p50_ms", "top1_agreement"} <= set(s) for s in steps if not s.get("failed"))
+    # the artifact in the output folder is the chosen one, and it really meets the budget
+    assert not (out / ".accuracy-search").exists()
+    art = Artifact.load(json.loads(result.stdout)["path"])
+    assert art.path.parent == out
+    acc = validate_artifact(art, planted, open_data(str(tiny_data), art.inputs))
+    assert (1 - acc["top1_agreement_confident"]) * 100 <= float(BUDGET)
+    assert acc["cosine_mean"] > 0.99
+
+
+def test_a_met_budget_does_no_search(cli, tiny_onnx, tiny_data, tmp_path):
+    out = tmp_path / "q"  # the conftest TinyCNN quantizes well: int8 of it meets a loose budget as it is
+    result = _quantize(cli, tiny_onnx, tiny_data, out, "onnxruntime", "--accuracy-budget", "50")
+    assert result.exit_code == 0, result.output
+    record = _search_record(out)
+    assert record["searched"] is False and record["met"] is True
+    assert len(record["steps"]) == 1 and record["float_layers"] == []
+    assert not (out / ".accuracy-search").exists()
+
+
+def test_an_unreachable_budget_exits_1_and_keeps_the_best_artifact(cli, planted, tiny_data, tmp_path):
+    out = tmp_path / "q"
+    # the planted tensor needs two float nodes; one is all the search may use
+    result = cli("quantize", planted, "--target", "onnxruntime", "--calib", tiny_data, "-o", out,
+                 "--accuracy-budget", "0", "--max-float-layers", "1")
+    assert result.exit_code == 1, result.output
+    assert "accuracy budget not met" in result.output
+    record = _search_record(out)
+    assert record["searched"] and not record["met"]
+    assert len([s for s in record["steps"] if not s.get("skipped")]) >= 2  # calibration settings were tried
+    kept = out / "planted.int8.onnx"
+    assert kept.exists() and Artifact.load(kept).precision == "int8"
+    chosen = record["steps"][record["chosen_step"]]
+    best = max(s["cosine_mean"] for s in record["steps"] if s.get("cosine_mean") is not None)
+    assert chosen["cosine_mean"] == best
+
+
+def test_search_time_bound_stops_after_the_default(cli, planted, tiny_data, tmp_path):
+    out = tmp_path / "q"
+    result = cli("quantize", planted, "--calib", tiny_data, "-o", out, "--accuracy-budget", "5",
+                 "--search-time", "0")
+    assert result.exit_code == 1
+    assert "time limit" in result.output
+    assert len(_search_record(out)["steps"]) == 1
+
+
+def test_negative_budget_is_invalid_input(cli, planted, tiny_data, tmp_path):
+    result = cli("quantize", planted, "--calib", tiny_data, "-o", tmp_path, "--accuracy-budget", "-1")
+    assert result.exit_code == 2
+    assert "accuracy-budget" in result.output
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "openvino"])
+def test_inspect_quant_ranks_the_planted_layer_first(cli, planted, tiny_data, tmp_path, target):
+    if target == "openvino":
+        pytest.importorskip("nncf")
+    assert _quantize(cli, planted, tiny_data, tmp_path, target).exit_code == 0
+    artifact = next(p for p in tmp_path.iterdir() if p.suffix in (".onnx", ".xml"))
+    result = cli("inspect-quant", artifact, "--reference", planted, "--data", tiny_data, "--json")
+    assert result.exit_code == 0, result.output
+    layers = json.loads(result.stdout)["layers"]
+    assert layers[0]["name"] == planted_node(planted)
+    assert layers[0]["sqnr_lost_db"] > 10 > layers[1]["sqnr_lost_db"]
+    # the plain table prints the same ranking, worst first
+    table = cli("inspect-quant", artifact, "--reference", planted, "--data", tiny_data)
+    assert table.exit_code == 0
+    assert table.output.index(planted_node(planted)) < table.output.index(layers[1]["name"])
+
+
+def test_inspect_quant_refuses_a_float_model(cli, planted, tiny_data):
+    result = cli("inspect-quant", planted, "--reference", planted, "--data", tiny_data)
+    assert result.exit_code == 2
+    assert "QuantizeLinear" in result.output
+
+
+def test_deploy_with_budget_reports_float_layers(cli, planted, tiny_data, tmp_path):
+    out = tmp_path / "deploy"
+    result = cli("deploy", planted, "--profile", "x86-onnxruntime-cpu", "--calib", tiny_data,
+                 "--precision", "int8", "--accuracy-budget", BUDGET, "--min-seconds", "0.1", "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["results"][0]
+    assert row["passed"], row["violations"]
+    search = row["artifact"]["provenance"]["accuracy_search"]
+    assert search["met"] and planted_node(planted) in search["float_layers"]
+    assert not (out / "onnxruntime-int8" / ".accuracy-search").exists()
+
+
+@pytest.mark.slow  # litert-torch conversion: about a minute on two busy cores
+def test_inspect_quant_ranks_the_planted_op_first_in_a_tflite(cli, tiny_data, tmp_path):
+    pytest.importorskip("ai_edge_quantizer")
+    pytest.importorskip("litert_torch")
+    from edgekit.export import save_pt2
+
+    # a milder outlier: ai-edge-quantizer refuses the 2000x model outright (constant int8 output)
+    pt2 = save_pt2(Planted(outlier=500.0).eval(), tmp_path / "planted.pt2", [parse_input_spec("input:1x3x32x32")])
+    assert cli("compile", pt2.path, "--target", "tflite", "--input", "input:1x3x32x32", "-o",
+               tmp_path / "float").exit_code == 0
+    assert cli("quantize", pt2.path, "--target", "tflite", "--calib", tiny_data, "-o", tmp_path / "int8").exit_code == 0
+    float_tfl = next((tmp_path / "float").glob("*.tflite"))
+    int8_tfl = next((tmp_path / "int8").glob("*.tflite"))
+    result = cli("inspect-quant", int8_tfl, "--reference", float_tfl, "--data", tiny_data, "--json")
+    assert result.exit_code == 0, result.output
+    layers = json.loads(result.stdout)["layers"]
+    assert layers[0]["op"] == "CONV_2D" and "conv2;" in layers[0]["name"]  # litert-torch names ops by module
+    assert layers[0]["sqnr_lost_db"] > 10 > layers[1]["sqnr_lost_db"]
+    # the ONNX is not what a .tflite is compared with
+    wrong = cli("inspect-quant", int8_tfl, "--reference", tmp_path / "planted.pt2", "--data", tiny_data)
+    assert wrong.exit_code == 2
