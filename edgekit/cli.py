@@ -147,6 +147,7 @@ def export(model, weights, inputs, output, static, opset, no_simplify, trust_pic
 @click.option("--profile", help="Device profile (target, options).")
 @click.option("--calib", required=True, type=click.Path(), help="Calibration data (.npy, .npz, image folder).")
 @click.option("--val", type=click.Path(), help="Validation data: also report accuracy vs the FP32 model.")
+@click.option("--reference", type=click.Path(), help="FP32 ONNX to validate against (default: MODEL when it is ONNX).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weights.")
 @click.option("--max-samples", type=int, default=300, show_default=True, help="Calibration samples used at most.")
@@ -166,7 +167,7 @@ def export(model, weights, inputs, output, static, opset, no_simplify, trust_pic
 @click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="Output folder.")
 @json_option
 @handle_errors
-def quantize(model, target, profile, calib, val, method, per_tensor, max_samples, exclude, inputs, preprocess,
+def quantize(model, target, profile, calib, val, reference, method, per_tensor, max_samples, exclude, inputs, preprocess,
              labels, out_dir, as_json, precision="int8", int8_io=False, accuracy_budget=None, search_time=240.0,
              max_float_layers=16):
     """Int8 post-training quantization with the target's native quantizer."""
@@ -180,6 +181,12 @@ def quantize(model, target, profile, calib, val, method, per_tensor, max_samples
     backend = get_backend(target or (prof.runtime.target if prof else "onnxruntime"))
     # tensorrt makes its Q/DQ ONNX on any CPU; only engines need TensorRT and a GPU
     getattr(backend, "check_quantize_available", backend.check_available)()
+    reference = reference or (model if Path(model).suffix == ".onnx" else None)
+    if val and reference is None:  # checked before any work or file
+        from .errors import InvalidInputError
+
+        raise InvalidInputError("--val needs an FP32 ONNX reference for a non-ONNX model",
+                                hint="pass --reference model.onnx (edgekit export writes one)")
     source = _load_source(model, _specs(inputs), Path(out_dir))
     specs = _merge_inputs(source.inputs, _specs(inputs))
     data = open_data(calib, specs, _preprocess(preprocess), labels)
@@ -203,7 +210,7 @@ def quantize(model, target, profile, calib, val, method, per_tensor, max_samples
         art = backend.quantize(source, data, opts, Path(out_dir))
     result = {"artifact": art.to_dict(), "path": str(art.path), "size_bytes": art.size_bytes()}
     if val:
-        result["accuracy"] = validate_artifact(art, model, open_data(val, specs, _preprocess(preprocess), labels))
+        result["accuracy"] = validate_artifact(art, reference, open_data(val, specs, _preprocess(preprocess), labels))
     searched = art.provenance.get("accuracy_search")
     if as_json:
         echo_json(result)
@@ -417,15 +424,14 @@ def demo(out_dir, min_seconds, as_json):
 
 def _print_report(result, as_json: bool) -> None:
     from .console import echo_json, print_table
-    from .report import TABLE_COLUMNS, _notes, table_rows
+    from .report import TABLE_COLUMNS, report_notes, table_rows
 
     if as_json:
         echo_json(result.report)
         return
     print_table(None, TABLE_COLUMNS, table_rows(result.report))
-    for r in result.report["results"]:
-        for note in _notes(r):
-            click.echo(f"  {note}")
+    for note in report_notes(result.report):
+        click.echo(f"  {note}")
     click.echo(f"report: {result.paths['html']}  ({result.paths['json'].name}, {result.paths['md'].name})")
 
 

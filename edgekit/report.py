@@ -75,7 +75,7 @@ def render_markdown(report: dict) -> str:
         "|" + "---|" * len(TABLE_COLUMNS),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
-    notes = [n for r in report["results"] for n in _notes(r)]
+    notes = report_notes(report)
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
@@ -96,6 +96,16 @@ def _notes(r: dict) -> list[str]:
     return notes
 
 
+def report_notes(report: dict) -> list[str]:
+    """Every row's notes, a note shared by several precisions of one profile said once."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for r in report["results"]:
+        for note in _notes(r):
+            text = note.split(": ", 1)[1]
+            grouped.setdefault((r["profile"], text), []).append(r["precision"])
+    return [f"{profile} {'/'.join(precisions)}: {text}" for (profile, text), precisions in grouped.items()]
+
+
 def render_html(report: dict) -> str:
     """One self-contained page: the table, a latency distribution per row, accuracy vs latency.
 
@@ -106,7 +116,7 @@ def render_html(report: dict) -> str:
         "<tr>" + "".join(f"<td class='{_cls(c)}'>{html.escape(c)}</td>" for c in row) + "</tr>"
         for row in table_rows(report)
     )
-    notes = "".join(f"<li>{html.escape(n)}</li>" for r in report["results"] for n in _notes(r))
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in report_notes(report))
     m, env = report["model"], report["environment"]
     measured = [r for r in report["results"] if (r.get("latency_ms") or {}).get("p50")]
     charts = "".join(latency_figure(r) for r in measured) or "<p>no latency measured</p>"

@@ -393,8 +393,11 @@ def test_deploy_without_tensorrt_checks_the_onnx_on_cpu(cli, tiny_onnx, tiny_dat
     r = cli("deploy", tiny_onnx, "--profile", "x86-nvidia-gpu", "--calib", tiny_data, "-o", tmp_path / "b",
             "--precision", "int8", "--min-seconds", "0.1", "--require-engine")
     assert r.exit_code == 3
-    r = cli("deploy", tiny_onnx, "--profile", "x86-nvidia-gpu", "--calib", tiny_data, "-o", tmp_path / "c",
-            "--precision", "int8", "--min-seconds", "0.1", "--accuracy-budget", "-1")  # an impossible budget
+    strict = tmp_path / "strict-gpu.toml"  # an impossible budget: agreement above 1
+    strict.write_text('name = "strict-gpu"\n[runtime]\ntarget = "tensorrt"\nprecision = "int8"\n'
+                      '[budgets]\nmin_top1_agreement = 1.01\n')
+    r = cli("deploy", tiny_onnx, "--profile", strict, "--calib", tiny_data, "-o", tmp_path / "c",
+            "--precision", "int8", "--min-seconds", "0.1")
     assert r.exit_code == 1 and "FAIL" in r.output
 
 
@@ -495,3 +498,9 @@ def _accuracy_engine(reference, artifact, data_path) -> dict:
         ref = run_reference(r, data)
     with get_backend("tensorrt").runner(artifact) as r:
         return compare(ref, run_outputs(r, data, ref.output_names))
+
+
+def test_plan_enables_sparse_weights_for_2_4_models():
+    plan = plan_build(DYNAMIC, "int8", "int8", BuildSettings(sparse_weights=True), TrtVersion(10, 8), A10)
+    assert "SPARSE_WEIGHTS" in plan.builder_flags
+    assert "SPARSE_WEIGHTS" not in plan_build(DYNAMIC, "int8", "int8", BuildSettings(), TrtVersion(10, 8), A10).builder_flags

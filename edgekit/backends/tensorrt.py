@@ -96,6 +96,8 @@ class TensorRtBackend(Backend):
             "high_precision": settings.high_precision, "excluded_nodes": placement.excluded,
             "qdq": summary.to_dict(),
         }
+        if "sparsity" in source.provenance:  # 2:4 weights survive Q/DQ; the engine build reads this
+            provenance["sparsity"] = source.provenance["sparsity"]
         art = Artifact(out, "onnx", "int8", self.name, source.inputs, source.outputs, provenance)
         return art.save_sidecar()
 
@@ -108,6 +110,8 @@ class TensorRtBackend(Backend):
 
         self.check_available()
         extra = {**(profile.runtime.options if profile else {}), **options.extra}
+        if source.provenance.get("sparsity") == "2:4":  # recorded by edgekit prune --pattern 2:4
+            extra.setdefault("sparse_weights", True)
         _check_option_keys(extra)
         if source.format != "onnx":
             raise InvalidInputError(f"TensorRT engines are built from ONNX, got {source.format}: {source.path}")

@@ -84,6 +84,7 @@ class BuildSettings:
     opt_batch: int | None = None  # dynamic batch: the batch TensorRT tunes for
     shapes: dict = field(default_factory=dict)  # input -> "MINxDIMS,OPTxDIMS,MAXxDIMS"
     timing_cache: bool = True
+    sparse_weights: bool = False  # 2:4-sparse weights (edgekit prune --pattern 2:4) -> sparse tensor cores
 
     @classmethod
     def from_options(cls, extra: dict) -> "BuildSettings":
@@ -147,6 +148,9 @@ def plan_build(inputs: list[TensorSpec], model_precision: str, requested: str, s
     if settings.version_compatible:
         builder_flags.append("VERSION_COMPATIBLE")
         notes.append("version compatible: loads on later TensorRT releases of the same major version")
+    if settings.sparse_weights:
+        builder_flags.append("SPARSE_WEIGHTS")
+        notes.append("2:4 sparse weights: TensorRT may pick sparse tensor-core kernels (Ampere or newer)")
     level = HARDWARE_COMPATIBILITY[settings.hardware_compatibility]
     if level and device is not None:
         if device.integrated:
