@@ -14,7 +14,6 @@ import json
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import threading
 import time
 import zipfile
