@@ -221,7 +221,7 @@ class _Context:
         return row
 
     def _build(self, backend, profile: Profile, precision: str) -> Artifact:
-        key = (backend.name, precision, tuple(sorted(profile.runtime.options.items())))
+        key = (backend.name, precision, _options_key(profile))
         if key in self.artifacts:
             return self.artifacts[key]
         out = self.out_dir / f"{backend.name}-{precision}"
@@ -251,7 +251,7 @@ class _Context:
 
     def _simulated_row(self, row: dict, backend, profile: Profile, precision: str, missing: TargetUnavailableError) -> dict:
         """No engine can be built here (TensorRT): make the ONNX it would be built from, check it on the CPU."""
-        key = (backend.name, precision, "cpu", tuple(sorted(profile.runtime.options.items())))
+        key = (backend.name, precision, "cpu", _options_key(profile))
         if key not in self.artifacts:
             quant = replace(self.options.quant, extra={**self.options.quant.extra, **profile.runtime.options})
             out = self.out_dir / f"{backend.name}-{precision}"
@@ -292,6 +292,13 @@ class _Context:
             outs = run_outputs(runner, self.val, self.ref_outputs.output_names, f"validating {artifact.path.name}")
             self.accuracy[artifact.path] = compare(self.ref_outputs, outs)
         return self.accuracy[artifact.path]
+
+
+def _options_key(profile: Profile) -> str:
+    """Profile options as a cache key (options may hold tables, which do not hash)."""
+    import json
+
+    return json.dumps(profile.runtime.options, sort_keys=True, default=str)
 
 
 def check_budgets(profile: Profile, row: dict, accuracy_budget: float | None) -> list[str]:
