@@ -34,13 +34,13 @@ def main() -> None:
     import onnxruntime as ort
 
     from edgekit.artifact import Artifact
-    from edgekit.backends.onnxruntime import _session
+    from edgekit.backends.onnxruntime import ort_session
     from edgekit.bench import BenchOptions, bench_artifact
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or _export_demo(Path(tmp))
         art = Artifact.load(model)
-        session = _session(model, ort.SessionOptions(), threads=args.threads)
+        session = ort_session(model, ort.SessionOptions(), threads=args.threads)
         feed = {i.name: np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
                 .astype(np.float32) for i in session.get_inputs()}
         options = BenchOptions(warmup=10, min_runs=100, min_seconds=1.0)

@@ -86,11 +86,11 @@ def quantize(name: str, reference, calib_dir: Path, out: Path) -> tuple[Path, st
     if name == "plain":
         from onnxruntime.quantization import quantize_static
 
-        from edgekit.backends.onnxruntime import _CalibrationReader
+        from edgekit.backends.onnxruntime import CalibrationReader
 
         out.mkdir(parents=True, exist_ok=True)
         path = out / "plain.onnx"
-        quantize_static(str(reference.path), str(path), _CalibrationReader(calib, 300))
+        quantize_static(str(reference.path), str(path), CalibrationReader(calib, 300))
         return path, "onnxruntime quantize_static defaults"
     extra = {"trt-ort": {"quantizer": "onnxruntime"},
              "trt-ort+dw": {"quantizer": "onnxruntime", "quantize_depthwise": True},

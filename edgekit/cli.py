@@ -173,7 +173,7 @@ def quantize(model, target, profile, calib, val, reference, method, per_tensor, 
     """Int8 post-training quantization with the target's native quantizer."""
     from .backends import get_backend
     from .backends.base import QuantOptions
-    from .console import echo_json, print_kv
+    from .console import accuracy_rows, echo_json, print_kv
     from .data import open_data
     from .validate import validate_artifact
 
@@ -218,7 +218,7 @@ def quantize(model, target, profile, calib, val, reference, method, per_tensor, 
         rows = [("wrote", str(art.path)), ("size", f"{art.size_bytes() / 1e6:.2f} MB")]
         rows += [(k, str(v)) for k, v in art.provenance.items() if k not in ("excluded_nodes", "accuracy_search")]
         if "accuracy" in result:
-            rows += _accuracy_rows(result["accuracy"])
+            rows += accuracy_rows(result["accuracy"])
         print_kv(rows)
         if searched:
             from .accuracy_aware import print_search
@@ -283,7 +283,7 @@ def validate(artifact, reference, data, threads, limit, accuracy_budget, min_agr
              as_json, device):
     """Accuracy of an artifact against the FP32 reference (agreement, cosine, SQNR, task metric)."""
     from .artifact import Artifact
-    from .console import echo_json, print_kv
+    from .console import accuracy_rows, echo_json, print_kv
     from .data import open_data
     from .deploy import accuracy_violations
     from .validate import validate_artifact
@@ -301,7 +301,7 @@ def validate(artifact, reference, data, threads, limit, accuracy_budget, min_agr
     if as_json:
         echo_json({"accuracy": acc, "violations": violations, "passed": not violations})
     else:
-        print_kv(_accuracy_rows(acc) + [("verdict", "FAIL: " + "; ".join(violations) if violations else "pass")])
+        print_kv(accuracy_rows(acc) + [("verdict", "FAIL: " + "; ".join(violations) if violations else "pass")])
     if violations:
         sys.exit(1)
 
@@ -458,24 +458,9 @@ def _load_source(model: str, specs, out_dir: Path):
 
 
 def _merge_inputs(model_inputs, overrides):
-    from .deploy import _resolve_inputs
+    from .deploy import resolve_inputs
 
-    return _resolve_inputs(list(model_inputs), tuple(overrides)) if model_inputs else list(overrides)
-
-
-def _accuracy_rows(acc: dict) -> list[tuple[str, str]]:
-    if acc.get("error"):
-        return [("accuracy", acc["error"])]
-    rows = [("samples", str(acc["samples"]))]
-    for key in ("top1_agreement", "top1_agreement_confident", "top5_agreement", "cosine_mean", "cosine_min",
-                "sqnr_db", "max_abs_err"):
-        if acc.get(key) is not None:
-            rows.append((key, f"{acc[key]:.4g}"))
-    if acc.get("confident_samples") is not None:
-        rows.append(("confident_samples", str(acc["confident_samples"])))
-    if tm := acc.get("task_metric"):
-        rows.append((tm["name"], f"{tm['value']:.4f} (reference {tm['reference']:.4f}, drop {tm['drop']:.2f} points)"))
-    return rows
+    return resolve_inputs(list(model_inputs), tuple(overrides)) if model_inputs else list(overrides)
 
 
 # Commands that live in their own modules ("module:attribute"), added to the group here so each

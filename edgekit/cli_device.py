@@ -201,11 +201,11 @@ def validate_on_devices(artifact, reference, data, threads, args, min_agreement,
 
 
 def _print_validate(value: dict, url: str) -> None:
-    from .cli import _accuracy_rows
+    from .console import accuracy_rows
     from .console import print_kv
 
     verdict = "FAIL: " + "; ".join(value["violations"]) if value["violations"] else "pass"
-    print_kv(_accuracy_rows(value["accuracy"]) + [("where", url), ("verdict", verdict)])
+    print_kv(accuracy_rows(value["accuracy"]) + [("where", url), ("verdict", verdict)])
 
 
 def _validate_cells(row: dict) -> tuple[str, ...]:

@@ -53,3 +53,18 @@ def error(message: str, hint: str | None = None) -> None:
     if hint:
         click.echo(f"hint: {hint}", err=True)
     sys.stderr.flush()
+
+
+def accuracy_rows(acc: dict) -> list[tuple[str, str]]:
+    if acc.get("error"):
+        return [("accuracy", acc["error"])]
+    rows = [("samples", str(acc["samples"]))]
+    for key in ("top1_agreement", "top1_agreement_confident", "top5_agreement", "cosine_mean", "cosine_min",
+                "sqnr_db", "max_abs_err"):
+        if acc.get(key) is not None:
+            rows.append((key, f"{acc[key]:.4g}"))
+    if acc.get("confident_samples") is not None:
+        rows.append(("confident_samples", str(acc["confident_samples"])))
+    if tm := acc.get("task_metric"):
+        rows.append((tm["name"], f"{tm['value']:.4f} (reference {tm['reference']:.4f}, drop {tm['drop']:.2f} points)"))
+    return rows

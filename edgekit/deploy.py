@@ -61,7 +61,7 @@ def deploy(model_spec: str, options: DeployOptions) -> DeployResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     profiles = [load_profile(p) for p in options.profiles]  # bad names fail before any work
     reference = prepare_reference(model_spec, options, out_dir)
-    inputs = _resolve_inputs(reference.inputs, options.inputs)
+    inputs = resolve_inputs(reference.inputs, options.inputs)
     val_path = options.val or options.calib
     val = open_data(val_path, inputs, options.preprocess, options.labels, options.val_limit) if val_path else None
     calib = open_data(options.calib, inputs, options.preprocess, options.labels) if options.calib else None
@@ -139,7 +139,7 @@ def prepare_reference(model_spec: str, options: DeployOptions, out_dir: Path) ->
     return art.save_sidecar()
 
 
-def _resolve_inputs(model_inputs: list[TensorSpec], overrides: tuple[TensorSpec, ...]) -> list[TensorSpec]:
+def resolve_inputs(model_inputs: list[TensorSpec], overrides: tuple[TensorSpec, ...]) -> list[TensorSpec]:
     by_name = {s.name: s for s in overrides}
     unknown = set(by_name) - {s.name for s in model_inputs}
     if unknown:

@@ -22,7 +22,7 @@ SUFFIXES = ("_quantized", "_dequant")
 
 def tflite_layer_errors(float_art: Artifact, int8_art: Artifact, data, max_samples: int = 32) -> list[LayerError]:
     from .backends import tflite_flatbuffer as fb
-    from .backends.tflite_runner import IoMap, _signature_details, load_interpreter, to_model_layout
+    from .backends.tflite_runner import IoMap, signature_details, load_interpreter, to_model_layout
 
     io = IoMap.from_dict(int8_art.provenance.get("io"))
     obj = fb.read(int8_art.path.read_bytes())
@@ -46,7 +46,7 @@ def tflite_layer_errors(float_art: Artifact, int8_art: Artifact, data, max_sampl
     wanted = [t.tensor for t in taps] + [fb.tensor_name(sg.tensors[i]) for i in sg.inputs]
 
     def feed_model(interp, feed):
-        details = _signature_details(interp)[0]  # signature name = the ONNX-side input name
+        details = signature_details(interp)[0]  # signature name = the ONNX-side input name
         for b in io.inputs:
             detail = details[b.name]
             value = to_model_layout(np.asarray(feed[b.name]), b.perm).astype(detail["dtype"], copy=False)

@@ -70,7 +70,7 @@ def test_data_errors_through_cli(cli, tiny_onnx, tmp_path):
 def test_interrupt_leaves_no_partial_artifact(cli, tiny_onnx, tiny_data, tmp_path, monkeypatch):
     import edgekit.backends.onnxruntime as ortb
 
-    real_next = ortb._CalibrationReader.get_next
+    real_next = ortb.CalibrationReader.get_next
     calls = []
 
     def interrupted(self):
@@ -79,7 +79,7 @@ def test_interrupt_leaves_no_partial_artifact(cli, tiny_onnx, tiny_data, tmp_pat
             raise KeyboardInterrupt
         return real_next(self)
 
-    monkeypatch.setattr(ortb._CalibrationReader, "get_next", interrupted)
+    monkeypatch.setattr(ortb.CalibrationReader, "get_next", interrupted)
     out = tmp_path / "q"
     r = cli("quantize", tiny_onnx, "--calib", tiny_data, "-o", out)
     assert r.exit_code == 130 and "interrupted" in r.stderr

@@ -48,7 +48,7 @@ class OnnxRuntimeBackend(Backend):
         with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp:
             prepared = preprocess_for_quantization(source.path, Path(tmp) / "prepared.onnx")
             nodes_to_exclude = _resolve_excluded(prepared, options.exclude)
-            reader = _CalibrationReader(calib, options.max_samples)
+            reader = CalibrationReader(calib, options.max_samples)
             with atomic_path(out) as tmp_out:
                 try:
                     quantize_static(
@@ -103,7 +103,7 @@ class OnnxRuntimeBackend(Backend):
             so.optimized_model_filepath = str(tmp_out)
             if ort_format:
                 so.add_session_config_entry("session.save_model_format", "ORT")
-            _session(source.path, so)
+            ort_session(source.path, so)
         art = Artifact(
             path=out, format="ort" if ort_format else "onnx", precision=source.precision, target=self.name,
             inputs=source.inputs, outputs=source.outputs,
@@ -158,7 +158,7 @@ def _resolve_excluded(model_path: Path, patterns: tuple[str, ...]) -> list[str]:
     return chosen
 
 
-class _CalibrationReader:
+class CalibrationReader:
     """onnxruntime CalibrationDataReader over a DataSource, with a progress bar."""
 
     def __init__(self, calib, max_samples: int):
@@ -181,7 +181,7 @@ class _CalibrationReader:
         pass
 
 
-def _session(path: Path, so=None, threads: int | None = None):
+def ort_session(path: Path, so=None, threads: int | None = None):
     import onnxruntime as ort
 
     so = so or ort.SessionOptions()
@@ -205,12 +205,12 @@ def _first_line(e: BaseException) -> str:
 
 
 class OnnxRuntimeRunner(Runner):
-    def __init__(self, path: Path, threads: int | None):
+    def __init__(self, path: Path, threads: int | None, session_options=None):
         start = time.perf_counter()
-        self.session = _session(Path(path), threads=threads)
+        self.session = ort_session(Path(path), session_options, threads)
         self.load_ms = (time.perf_counter() - start) * 1e3
         self.input_specs = [
-            TensorSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape), _ort_dtype(i.type))
+            TensorSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape), ort_dtype(i.type))
             for i in self.session.get_inputs()
         ]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -226,7 +226,7 @@ class OnnxRuntimeRunner(Runner):
         self.session = None
 
 
-def _ort_dtype(type_str: str) -> str:
+def ort_dtype(type_str: str) -> str:
     return {
         "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
         "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",

@@ -24,7 +24,7 @@ from ..errors import BackendError, InvalidInputError, TargetUnavailableError
 from ..hostinfo import package_version
 from ..onnx_model import graph_inputs, load_onnx
 from .base import Backend, CompileOptions, QuantOptions, Runner
-from .onnxruntime import OnnxRuntimeRunner, _CalibrationReader, _ort_dtype, _session, preprocess_for_quantization
+from .onnxruntime import CalibrationReader, OnnxRuntimeRunner, preprocess_for_quantization
 from .tensorrt_plan import BuildSettings
 from .tensorrt_qdq import QdqSettings, name_unnamed_nodes, plan_placement, quantize_with_ort, summarize_qdq
 
@@ -194,22 +194,11 @@ class CpuSimulationRunner(OnnxRuntimeRunner):
     """
 
     def __init__(self, path: Path, threads: int | None, precision: str):
-        import time
-
         import onnxruntime as ort
 
-        from ..tensors import TensorSpec
-
-        start = time.perf_counter()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.session = _session(Path(path), so, threads)
-        self.load_ms = (time.perf_counter() - start) * 1e3
-        self.input_specs = [
-            TensorSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape), _ort_dtype(i.type))
-            for i in self.session.get_inputs()
-        ]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        super().__init__(path, threads, so)
         what = "QDQ" if precision == "int8" else precision
         self.effective_precision = f"{what} simulated on CPU (ONNX Runtime), not a TensorRT engine"
 
@@ -246,7 +235,7 @@ def _run_quantizer(settings: QdqSettings, placement, prepared: Path, out: Path, 
     if settings.high_precision != "fp32":
         raise InvalidInputError("high_precision = \"fp16\" needs the ModelOpt quantizer",
                                 hint="pip install 'edgekit[modelopt]', or use high_precision = \"fp32\"")
-    reader = _CalibrationReader(calib, settings.max_samples)
+    reader = CalibrationReader(calib, settings.max_samples)
     quantize_with_ort(prepared, out, reader, settings, placement)
     return f"onnxruntime.quantization {package_version('onnxruntime')} (TensorRT placement)", note, reader.count
 

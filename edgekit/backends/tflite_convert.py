@@ -145,11 +145,11 @@ def torch_conversion_error(e: BaseException) -> BackendError:
 # ---- ONNX through onnx2tf -------------------------------------------------------------------
 
 def _from_onnx(source: Artifact, specs: list[TensorSpec], sample_feeds: list[dict] | None) -> Converted:
-    from ..backends.onnxruntime import _session
+    from ..backends.onnxruntime import ort_session
     from .tflite_flatbuffer import set_signature
     from .tflite_onnx2tf import convert_onnx, onnx2tf_version
 
-    session = _session(source.path)
+    session = ort_session(source.path)
     names = [o.name for o in session.get_outputs()]
     feed = random_feed(specs, seed=3)
     expected = dict(zip(names, session.run(names, feed)))

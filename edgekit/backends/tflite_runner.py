@@ -159,7 +159,7 @@ def _port(name: str, detail: dict, perm) -> _Port:
                  float(scale), int(zp))
 
 
-def _signature_details(interp) -> tuple[dict, dict] | None:
+def signature_details(interp) -> tuple[dict, dict] | None:
     try:
         if SIGNATURE_KEY not in interp.get_signature_list():
             keys = list(interp.get_signature_list())
@@ -175,7 +175,7 @@ def _signature_details(interp) -> tuple[dict, dict] | None:
 
 def signature_inputs(model: bytes) -> dict[str, dict]:
     """name -> tensor details of the model's `serving_default` inputs."""
-    details = _signature_details(load_interpreter(model))
+    details = signature_details(load_interpreter(model))
     if details is None:
         raise InvalidInputError("the .tflite has no signature naming its inputs")
     return details[0]
@@ -183,7 +183,7 @@ def signature_inputs(model: bytes) -> dict[str, dict]:
 
 def bind(interp, specs: list[TensorSpec], io: IoMap | None) -> tuple[list[_Port], list[_Port]]:
     """Match the artifact's ONNX-layout inputs/outputs to interpreter tensors."""
-    sig = _signature_details(interp)
+    sig = signature_details(interp)
     in_details = sig[0] if sig else {d["name"]: d for d in interp.get_input_details()}
     out_details = sig[1] if sig else {d["name"]: d for d in interp.get_output_details()}
     in_names = [b.name for b in io.inputs] if io else [s.name for s in specs] or list(in_details)
