@@ -23,6 +23,10 @@ VERDICTS = ("pass", "warn", "fail", "skip")
 # (in log terms) widens the latency allowance. 0.25 measured best here (benchmarks/gate_noise.py:
 # no false failure over 224 unchanged pairs on a busy 2-core VM, 97% of 20% slowdowns caught).
 PROBE_RESIDUAL = 0.25
+# Beyond this change in the probe's speed the two runs saw different machines in effect (another
+# tenant, throttling): the probe cancels only part of such a change (measured: probe +40%, a tiny
+# unchanged model +97%), so a slowdown is reported as a warning, never blamed on the model.
+MACHINE_DRIFT_LIMIT = 0.20
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,10 @@ def compare_latency(base: dict, cur: dict, options: GateOptions = GateOptions())
         verdict = "warn"
         message = (f"slower by {ratio - 1:+.1%}, over the limit {limit - 1:+.1%} but within the runs' noise "
                    f"({basis}, {ci}{machine_note})")
+    if verdict == "fail" and machine is not None and abs(math.log(machine)) > math.log1p(MACHINE_DRIFT_LIMIT):
+        verdict = "warn"
+        message += (f"; but the machine itself ran {machine - 1:+.1%} vs the baseline, more than the probe can "
+                    "correct for: rerun on a quieter machine")
     return LatencyComparison(ratio, low, high, machine, limit, verdict, message)
 
 
