@@ -7,8 +7,8 @@ Models:
   LayerNorm and a GELU MLP, mean-pooled 10-way head; int64 token ids 1x32), random weights with a fixed
   seed plus two 60x outlier feature dims per LayerNorm (as trained transformers have), random token ids:
   80 calibration and 120 validation sequences; the same 1-point budget plus top-1 agreement >= 0.95 on all samples (few of its samples are confident).
-Targets (CPU): onnxruntime, openvino, tensorrt (its Q/DQ ONNX checked on the CPU: no latency), and
-tflite when asked (--targets).
+Targets (CPU): onnxruntime, openvino, tflite (converted from the .pt2, as deploy does) and tensorrt (its Q/DQ
+ONNX checked on the CPU: no latency).
 
 Per model x target: the default int8 (Backend.quantize with edgekit's defaults, no budget) and the
 accuracy-aware int8 (edgekit.accuracy_aware with the budget): top-1 agreement on the confident samples,
@@ -17,7 +17,7 @@ rounds, median of the per-round ratios), the layers kept in float and the time t
 Goals: agreement >= 0.99 (EfficientNet-Lite0), cosine >= 0.995, latency ratio <= 1.15, search < 5 min.
 
 Run: /work/venv/bin/python benchmarks/accuracy_aware.py [--models effnet,transformer]
-     [--targets onnxruntime,openvino,tensorrt] [--budget 1.0] [--search-time 240] [--rounds 5] [--work DIR] [--json]
+     [--targets onnxruntime,openvino,tflite,tensorrt] [--budget 1.0] [--search-time 240] [--rounds 5] [--work DIR] [--json]
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ from edgekit.bench import BenchOptions, bench_runner
 from edgekit.data import open_data
 from edgekit.demo import DEMO_INPUT, calibration_dir, make_efficientnet_lite0
 from edgekit.errors import EdgekitError
-from edgekit.export import ExportOptions, export_onnx
+from edgekit.export import ExportOptions, export_onnx, save_pt2
 from edgekit.tensors import parse_input_spec
 from edgekit.validate import compare, run_outputs, run_reference
+
+from library_defaults import library_default_int8  # this script's folder
 
 THREADS = 2
 OUTLIER_GAIN = 60.0
@@ -90,7 +92,9 @@ def effnet(work: Path):
     path = work / "efficientnet_lite0.onnx"
     spec = parse_input_spec(DEMO_INPUT)
     if not path.exists():
-        export_onnx(make_efficientnet_lite0(), path, ExportOptions(inputs=(spec,)), source_name="efficientnet_lite0")
+        model = make_efficientnet_lite0()
+        export_onnx(model, path, ExportOptions(inputs=(spec,)), source_name="efficientnet_lite0")
+        save_pt2(model, path.with_suffix(".pt2"), [spec])  # what the tflite target converts
     photos = calibration_dir() / "photos"
     ref = Artifact.load(path)
     return ref, open_data(str(photos / "calib"), ref.inputs), open_data(str(photos / "val"), ref.inputs)
@@ -101,8 +105,9 @@ def transformer(work: Path):
     spec = parse_input_spec("tokens:1x32:int64")
     if not path.exists():
         torch.manual_seed(0)
-        export_onnx(TinyTransformer().eval(), path, ExportOptions(inputs=(spec,), dynamic_batch=False),
-                    source_name="tiny_transformer")
+        model = TinyTransformer().eval()
+        export_onnx(model, path, ExportOptions(inputs=(spec,), dynamic_batch=False), source_name="tiny_transformer")
+        save_pt2(model, path.with_suffix(".pt2"), [spec], dynamic_batch=False)
     rng = np.random.default_rng(0)
     for name, n in (("calib", 80), ("val", 120)):
         np.save(work / f"tokens_{name}.npy", rng.integers(0, 1000, size=(n, 32), dtype=np.int64))
@@ -115,28 +120,34 @@ def run_pair(target: str, ref: Artifact, calib, val, ref_out, args, work: Path) 
     backend = get_backend(target)
     quant = QuantOptions()
 
+    # the tflite target converts the PyTorch model (a .pt2), like edgekit deploy does
+    source = Artifact.load(ref.path.with_suffix(".pt2")) if target == "tflite" else ref
+
     def build(q: QuantOptions, folder: Path) -> Artifact:
         if target == "tensorrt":  # no TensorRT here: the Q/DQ ONNX the engine would be built from
             return backend.cpu_fallback(ref, calib, "int8", q, folder)
-        return backend.quantize(ref, calib, q, folder)
+        return backend.quantize(source, calib, q, folder)
 
+    library = library_default_int8(target, ref, source, calib, work / f"{target}-library")
     t0 = time.perf_counter()
     default = build(quant, work / f"{target}-default")
     default_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     # the transformer's few confident samples say little: all its samples must agree too
     min_agreement = args.transformer_agreement if ref.path.stem == "tiny_transformer" else None
-    search = SearchOptions(max_drop=args.budget, min_agreement=min_agreement, time_limit_s=args.search_time)
+    search = SearchOptions(max_drop=args.budget, min_agreement=min_agreement, min_cosine=args.min_cosine,
+                           time_limit_s=args.search_time)
     result = accuracy_aware_int8(backend, build, quant, ref, calib, val, ref_out, search, work / f"{target}-aware",
-                                 THREADS)
+                                 THREADS, source=source)
     search_s = time.perf_counter() - t0
     row = {"target": target, "default_quantize_s": round(default_s, 1), "search_s": round(search_s, 1),
-           "met": result.met, "searched": result.searched, "float_layers": result.artifact.provenance["accuracy_search"]["float_layers"], "message": result.message,
+           "met": result.met, "searched": result.searched, "message": result.message,
+           "float_layers": result.artifact.provenance["accuracy_search"]["float_layers"],
            "steps": [{k: s.get(k) for k in ("step", "top1_agreement_confident", "cosine_mean", "latency_p50_ms",
                                             "met")} for s in result.steps if not s.get("skipped")]}
     runners = {}
     try:
-        for name, art in (("default", default), ("aware", result.artifact)):
+        for name, art in (("library", library), ("default", default), ("aware", result.artifact)):
             runners[name] = backend.runner(art, THREADS).__enter__()
             acc = compare(ref_out, run_outputs(runners[name], val, ref_out.output_names, f"{target} {name}"))
             row[name] = {"agreement_confident": acc.get("top1_agreement_confident"),
@@ -155,19 +166,22 @@ def _latency_ratio(runners: dict, feed: dict, rounds: int) -> dict:
     for _ in range(rounds):  # alternate, so drift on a shared machine hits both alike
         for name, runner in runners.items():
             p50[name].append(bench_runner(runner, feed, opts)[0]["p50"])
-    ratios = [a / d for a, d in zip(p50["aware"], p50["default"])]
-    return {"default_p50_ms": round(statistics.median(p50["default"]), 3),
-            "aware_p50_ms": round(statistics.median(p50["aware"]), 3),
-            "ratio": round(statistics.median(ratios), 3), "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)]}
+    result = {f"{name}_p50_ms": round(statistics.median(v), 3) for name, v in p50.items()}
+    for base in ("library", "default"):
+        ratios = [a / d for a, d in zip(p50["aware"], p50[base])]
+        result[f"ratio_vs_{base}"] = round(statistics.median(ratios), 3)
+        result[f"range_vs_{base}"] = [round(min(ratios), 3), round(max(ratios), 3)]
+    return result
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="effnet,transformer")
-    ap.add_argument("--targets", default="onnxruntime,openvino,tensorrt")
+    ap.add_argument("--targets", default="onnxruntime,openvino,tflite,tensorrt")
     ap.add_argument("--budget", type=float, default=1.0, help="points of confident top-1 disagreement")
     ap.add_argument("--search-time", type=float, default=240.0)
     ap.add_argument("--transformer-agreement", type=float, default=0.95, help="min top-1 agreement, all samples")
+    ap.add_argument("--min-cosine", type=float, default=GOALS["cosine"], help="min mean logit cosine (budget)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--work", type=Path)
     ap.add_argument("--json", action="store_true")
@@ -192,29 +206,59 @@ def main() -> int:
                 _print_row(row)
     if args.json:
         print(json.dumps({"goals": GOALS, "rows": rows}, indent=2))
+    else:
+        _print_summary(rows)
     return 0
 
 
 def _print_row(row: dict) -> None:
-    head = f"{row['model']:<12} {row['target']:<12}"
+    """One model x target: the three int8s, then the search's steps."""
+    head = f"{row['model']} / {row['target']}"
     if "error" in row:
-        print(f"{head} error: {row['error']}")
+        print(f"{head}: error: {row['error']}")
         return
-    d, a = row["default"], row["aware"]
-    lat = row.get("latency")
-    lat_text = (f"latency aware/default {lat['ratio']:.3f} (range {lat['ratio_range'][0]:.3f}-{lat['ratio_range'][1]:.3f};"
-                f" {lat['aware_p50_ms']:.2f} vs {lat['default_p50_ms']:.2f} ms)") if lat else "latency n/a (CPU simulation)"
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"{head} confident agreement default {fmt(d['agreement_confident'])} -> aware {fmt(a['agreement_confident'])}"
-          f" | all {fmt(d['agreement_all'])} -> {fmt(a['agreement_all'])}"
-          f" | cosine {d['cosine']:.4f} -> {a['cosine']:.4f} | {lat_text}"
-          f" | search {row['search_s']:.1f} s (default quantize {row['default_quantize_s']:.1f} s)"
-          f" | float layers {len(row['float_layers'])}: {', '.join(row['float_layers']) or '-'}")
-    print(f"{'':<25} {row['message']}")
+    print(f"{head}: {row['message']} (search {row['search_s']:.1f} s)")
     for s in row["steps"]:
-        print(f"{'':<27}step {s['step']}: confident agreement {fmt(s['top1_agreement_confident'])},"
-              f" cosine {fmt(s['cosine_mean'])}, p50 {fmt(s['latency_p50_ms'])} ms, met {s['met']}")
+        print(f"    step {s['step'][:90]}: confident agreement {_f(s['top1_agreement_confident'])},"
+              f" cosine {_f(s['cosine_mean'], 4)}, p50 {_f(s['latency_p50_ms'])} ms, met {s['met']}")
+    if row["float_layers"]:
+        print("    kept in float: " + ", ".join(n[-60:] for n in row["float_layers"]))
     sys.stdout.flush()
+
+
+def _print_summary(rows: list[dict]) -> None:
+    """The side-by-side table: library default, edgekit default and accuracy-aware int8, against the goals."""
+    print("\nconfident top-1 agreement / logit cosine vs FP32; latency = accuracy-aware p50 / the other's p50")
+    print(f"{'model':<12}{'target':<12}{'library default':>17}{'edgekit default':>17}{'accuracy-aware':>17}"
+          f"{'float':>6}{'lat/lib':>9}{'lat/edk':>9}{'search s':>9}  goals")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['model']:<12}{row['target']:<12}error: {row['error']}")
+            continue
+        cells = [f"{_f(row[k]['agreement_confident'], 2)}/{_f(row[k]['cosine'], 4)}"
+                 for k in ("library", "default", "aware")]
+        lat = row.get("latency") or {}
+        print(f"{row['model']:<12}{row['target']:<12}{cells[0]:>17}{cells[1]:>17}{cells[2]:>17}"
+              f"{len(row['float_layers']):>6}{_f(lat.get('ratio_vs_library')):>9}{_f(lat.get('ratio_vs_default')):>9}"
+              f"{row['search_s']:>9.1f}  {', '.join(_missed(row)) or 'all met'}")
+
+
+def _missed(row: dict) -> list[str]:
+    aware, lat = row["aware"], row.get("latency") or {}
+    missed = []
+    if row["model"] == "effnet" and (aware["agreement_confident"] or 0) < GOALS["agreement_confident"]:
+        missed.append("agreement")
+    if aware["cosine"] < GOALS["cosine"]:
+        missed.append("cosine")
+    if lat and lat["ratio_vs_default"] > GOALS["latency_ratio"]:
+        missed.append("latency")
+    if row["search_s"] > GOALS["search_s"]:
+        missed.append("search time")
+    return missed
+
+
+def _f(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 if __name__ == "__main__":

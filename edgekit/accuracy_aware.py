@@ -33,12 +33,9 @@ from .validate import compare, run_outputs
 
 SEARCH_DIR = ".accuracy-search"
 QUICK_BENCH = BenchOptions(warmup=3, min_runs=20, min_seconds=0.3, max_seconds=5.0)
-CALIBRATION_VARIANTS = {  # what each target can change about calibration, cheapest first
-    # entropy is left out: on EfficientNet-Lite0 it took minutes and gained nothing over minmax
-    "onnxruntime": ({"method": "percentile"},),
-    "tensorrt": ({"method": "percentile"},),
-    "openvino": ({"extra": {"preset": "mixed"}},),
-}
+SMOOTH_ALPHA = 0.5  # SmoothQuant's own default; edgekit.smoothquant
+OPENVINO_ATTENTION = "ScaledDotProductAttention"  # the op type OpenVINO fuses attention into
+ENTROPY_COST = 6  # entropy calibration / a min/max build: ~6x on EfficientNet-Lite0 (minutes on two cores)
 ONNX_NAMED_TARGETS = ("onnxruntime", "tensorrt", "openvino")  # --exclude takes ONNX node names
 
 
@@ -46,13 +43,15 @@ ONNX_NAMED_TARGETS = ("onnxruntime", "tensorrt", "openvino")  # --exclude takes 
 class SearchOptions:
     max_drop: float | None = None  # points (edgekit.deploy.accuracy_drop)
     min_agreement: float | None = None  # top-1 agreement, 0..1
+    min_cosine: float | None = None  # mean logit cosine vs FP32
     time_limit_s: float = 240.0
     max_float_layers: int = 16  # nodes kept in float at most
     calibration_search: bool = True
     sensitivity_samples: int = 8  # ranking cost grows with it: 15 s for 8 EfficientNet-Lite0 crops on two busy cores
+    gain_candidates: int = 4  # top SQNR-ranked layers also measured one at a time in float, time allowing
 
     def violations(self, acc: dict) -> list[str]:
-        return accuracy_violations(acc, self.min_agreement, self.max_drop)
+        return accuracy_violations(acc, self.min_agreement, self.max_drop, self.min_cosine)
 
 
 @dataclass
@@ -84,8 +83,9 @@ def _run(backend, build, quant, reference, calib, val, ref_outputs, search, out_
          source) -> SearchResult:
     clock = _Clock(search.time_limit_s)
     measure = _Measure(backend, val, ref_outputs, threads, profile, search)
+    start = time.perf_counter()
     first = build(quant, out_dir)
-    steps = [measure.step("default int8", first, quant, ())]
+    steps = [{**measure.step("default int8", first, quant, ()), "build_seconds": round(time.perf_counter() - start, 2)}]
     if steps[0]["met"]:
         return _finish(first, steps, searched=False, met=True, message="budget met by the default int8; no search")
     work = out_dir / SEARCH_DIR
@@ -108,13 +108,21 @@ def _run(backend, build, quant, reference, calib, val, ref_outputs, search, out_
 
 def _search(backend, build, quant, models, calib, search, work, steps, measure, clock) -> int:
     """Runs the steps (appending to `steps`); returns the index of the step to keep."""
-    for variant in CALIBRATION_VARIANTS.get(backend.name, ()) if search.calibration_search else ():
+    variants = calibration_variants(backend.name, quant, models[0].path) if search.calibration_search else []
+    for variant in variants:
         if clock.out():
             break
+        cost = variant.pop("_cost", 1) * (steps[0].get("build_seconds") or 0.0)
+        if cost > clock.left():  # a slow calibration that cannot finish in time is not started
+            steps.append({"step": f"calibration {variant} skipped: about {cost:.0f} s, more than the time left",
+                          "skipped": True, "met": False, "float_layers": [], "violations": []})
+            continue
         candidate = _apply(quant, variant)
-        settings = {**variant.get("extra", {}), **{k: v for k, v in variant.items() if k != "extra"}}
+        settings = {**variant.get("extra", {}), **{k: v for k, v in variant.items() if k not in ("extra", "exclude")}}
         label = "calibration " + ", ".join(f"{k}={v}" for k, v in settings.items())
-        step = _try(build, candidate, work / f"step-{len(steps)}", label, (), measure)
+        if variant.get("exclude"):
+            label = f"{' and '.join(variant['exclude'])} in float, {label}"
+        step = _try(build, candidate, work / f"step-{len(steps)}", label, variant.get("exclude", ()), measure)
         steps.append(step)
         if step["met"]:
             return len(steps) - 1
@@ -127,9 +135,14 @@ def _search(backend, build, quant, models, calib, search, work, steps, measure, 
     if clock.out():
         return _best(steps)
     ranked = _ranked_groups(backend, base_step.get("_artifact"), base, models, calib, search, work, steps)
+    unknown: set[str] = set()
+    ranked, single = _rerank_by_gain(build, base, base_step, ranked, work, steps, measure, clock, unknown, search)
+    if single is not None:  # one layer in float already meets the budget
+        return single
     counts = _counts(ranked, search.max_float_layers)
     lo, hi = 0, None  # groups: lo known too few, hi known enough
-    unknown: set[str] = set()
+    if any(s["step"].startswith("gain check") for s in steps):  # one group alone was measured: not enough
+        counts, lo = [k for k in counts if k > 1], 1
     for k in counts:
         if clock.out():
             break
@@ -145,6 +158,47 @@ def _search(backend, build, quant, models, calib, search, work, steps, measure, 
         steps.append(step)
         lo, hi = (lo, mid) if step["met"] else (mid, hi)
     return _best(steps)
+
+
+def calibration_variants(target: str, quant: QuantOptions, reference: Path) -> list[dict]:
+    """Calibration settings to try before any layer leaves int8, most promising first. Each is a change
+    of QuantOptions (`extra` merged): only changes towards accuracy that the target allows."""
+    extra = quant.extra
+    variants: list[dict] = []
+    if not quant.per_channel:  # per-channel weights: every target here has them
+        variants.append({"per_channel": True})
+    if target in ("onnxruntime", "tflite") and extra.get("bias_correction") is False:
+        variants.append({"extra": {"bias_correction": True}})
+    if target == "openvino" and extra.get("fast_bias_correction"):  # NNCF's full bias correction
+        variants.append({"extra": {"fast_bias_correction": False}})
+    smooth = (target in ONNX_NAMED_TARGETS and not extra.get("smooth_quant") and _has_layernorm_matmul(reference))
+    if smooth:  # transformer MatMuls behind LayerNorm: outlier channels move into the weights
+        variants.append({"extra": {"smooth_quant": SMOOTH_ALPHA}})
+    if smooth and target == "openvino":
+        # OpenVINO fuses attention into one op whose int8 inputs lose most of the rest: on the benchmark
+        # transformer, smoothing alone left cosine at 0.908; with attention in float it reached 0.999
+        variants.append({"exclude": (OPENVINO_ATTENTION,), "extra": {"smooth_quant": SMOOTH_ALPHA}})
+    if target in ("onnxruntime", "tensorrt") and quant.method != "percentile":
+        # on EfficientNet-Lite0 (ONNX Runtime, bias corrected) percentile ranges lifted confident-crop
+        # agreement from 0.981 to 1.000
+        variants.append({"method": "percentile"})
+        if smooth:
+            variants.append({"method": "percentile", "extra": {"smooth_quant": SMOOTH_ALPHA}})
+    if target in ("onnxruntime", "tensorrt") and quant.method != "entropy":
+        variants.append({"method": "entropy", "_cost": ENTROPY_COST})
+    if target == "openvino" and extra.get("preset") != "mixed":  # asymmetric activations
+        variants.append({"extra": {"preset": "mixed"}})
+    return variants
+
+
+def _has_layernorm_matmul(path: Path) -> bool:
+    from .onnx_model import load_onnx
+    from .smoothquant import find_groups
+
+    try:
+        return bool(find_groups(load_onnx(path, load_external_data=False))[0])
+    except Exception:  # a graph the smoothing cannot read is simply not smoothed
+        return False
 
 
 def _ranked_groups(backend, int8: Artifact | None, quant, models, calib, search, work,
@@ -187,14 +241,41 @@ def _ranked_groups(backend, int8: Artifact | None, quant, models, calib, search,
     return groups
 
 
+def _rerank_by_gain(build, base, base_step, ranked, work, steps, measure, clock, unknown,
+                    search) -> tuple[list, int | None]:
+    """The SQNR ranking's top few, re-ordered by the accuracy each gains kept in float alone.
+
+    SQNR lost says where int8 adds noise, not how much of it reaches the outputs. When the time
+    bound has room for it (the base build's time, times the candidates, within a third of what is
+    left), each candidate is built with only itself in float and measured. Returns the new ranking
+    and the index of a step that already meets the budget (None if none does)."""
+    candidates = [g for g in ranked if len(g) <= search.max_float_layers][:search.gain_candidates]
+    build_s = base_step.get("build_seconds") or 0.0
+    if len(candidates) < 2 or not build_s or build_s * len(candidates) > clock.left() / 3:
+        return ranked, None
+    gains = {}
+    for group in candidates:
+        if clock.out():
+            return ranked, None
+        step = _fallback_step(build, base, [group], work / f"step-{len(steps)}", measure, unknown)
+        step["step"] = f"gain check: {group[0]} in float"
+        steps.append(step)
+        if step["met"]:
+            return ranked, len(steps) - 1
+        gains[group] = _score(step)
+    order = sorted(candidates, key=lambda g: gains.get(g, (False, float("-inf"))), reverse=True)
+    return order + [g for g in ranked if g not in gains], None
+
+
 def _qdq_onnx(int8: Artifact | None, quant, reference, calib, work) -> Path:
     """The int8 model as Q/DQ ONNX: the target's own, else an ONNX Runtime proxy of the same graph."""
     if int8 is not None and int8.format == "onnx" and int8.precision == "int8":
         return int8.path
     from .backends import get_backend
 
+    same = {k: quant.extra[k] for k in ("smooth_quant", "bias_correction") if k in quant.extra}
     proxy_quant = QuantOptions(method=quant.method, per_channel=quant.per_channel, max_samples=quant.max_samples,
-                               exclude=())
+                               exclude=(), extra=same)
     ort = get_backend("onnxruntime")
     return ort.quantize(reference, calib, proxy_quant, work / "proxy").path
 
@@ -215,11 +296,12 @@ def _fallback_step(build, quant, groups, folder: Path, measure, unknown: set[str
 
 
 def _try(build, quant, folder: Path, label: str, layers, measure) -> dict:
+    start = time.perf_counter()
     try:
         artifact = build(quant, folder)
     except EdgekitError as e:  # one failed candidate is a recorded step, not the end of the search
         return {"step": label, "met": False, "float_layers": list(layers), "violations": [e.message], "failed": True}
-    return measure.step(label, artifact, quant, layers)
+    return {**measure.step(label, artifact, quant, layers), "build_seconds": round(time.perf_counter() - start, 2)}
 
 
 class _Measure:
@@ -278,7 +360,9 @@ def _counts(groups: list, max_layers: int) -> list[int]:
 
 
 def _apply(quant: QuantOptions, variant: dict) -> QuantOptions:
-    changes = {k: v for k, v in variant.items() if k != "extra"}
+    changes = {k: v for k, v in variant.items() if k not in ("extra", "exclude")}
+    if "exclude" in variant:
+        changes["exclude"] = tuple(dict.fromkeys((*quant.exclude, *variant["exclude"])))
     if "extra" in variant:
         changes["extra"] = {**quant.extra, **variant["extra"]}
     return replace(quant, **changes)
@@ -318,6 +402,9 @@ class _Clock:
     def out(self) -> bool:
         return time.monotonic() >= self.end
 
+    def left(self) -> float:
+        return max(self.end - time.monotonic(), 0.0)
+
 
 class _Limited:
     """The first `n` samples of a data source."""
@@ -336,10 +423,10 @@ class _Limited:
 
 
 def search_options(budget: float | None, min_agreement: float | None, time_limit_s: float | None = None,
-                   max_float_layers: int | None = None) -> SearchOptions:
+                   max_float_layers: int | None = None, min_cosine: float | None = None) -> SearchOptions:
     if budget is not None and budget < 0:
         raise InvalidInputError(f"--accuracy-budget {budget}: give points of accuracy drop, 0 or more")
-    opts = SearchOptions(max_drop=budget, min_agreement=min_agreement)
+    opts = SearchOptions(max_drop=budget, min_agreement=min_agreement, min_cosine=min_cosine)
     if time_limit_s is not None:
         opts = replace(opts, time_limit_s=time_limit_s)
     if max_float_layers is not None:
@@ -349,32 +436,36 @@ def search_options(budget: float | None, min_agreement: float | None, time_limit
 
 
 def search_in_deploy(ctx, backend, build: Builder, quant: QuantOptions, profile, out_dir: Path) -> Artifact:
-    """deploy's int8 with --accuracy-budget: the search against the run's validation data and FP32 outputs."""
+    """deploy's int8 under a budget: the search against the run's validation data and FP32 outputs."""
     budget = ctx.options.accuracy_budget
+    if budget is None:
+        budget = profile.budgets.max_accuracy_drop
     search = search_options(budget, profile.budgets.min_top1_agreement,
-                            getattr(ctx.options, "accuracy_search_s", None))
+                            getattr(ctx.options, "accuracy_search_s", None), min_cosine=profile.budgets.min_cosine)
     return accuracy_aware_int8(backend, build, quant, ctx.reference, ctx.calib, ctx.val, ctx.ref_outputs, search,
                                out_dir, profile.threads(), profile, ctx._source_for(backend)).artifact
 
 
 def quantize_with_budget(backend, source: Artifact, calib, val, quant: QuantOptions, out_dir: Path,
-                         search: SearchOptions, profile=None) -> SearchResult:
-    """`edgekit quantize --accuracy-budget`: the FP32 ONNX `source` is the reference the budget is measured against."""
+                         search: SearchOptions, profile=None, reference: Artifact | None = None) -> SearchResult:
+    """`edgekit quantize --accuracy-budget`: the budget is measured against the FP32 ONNX `reference`
+    (`source` itself when that is the ONNX; the tflite target quantizes a .pt2 and needs one given)."""
     from .backends import get_backend
     from .validate import run_reference
 
-    if source.format != "onnx":
-        raise InvalidInputError(f"--accuracy-budget measures against an FP32 ONNX model, got {source.format}",
-                                hint="quantize the reference .onnx (edgekit export) with --accuracy-budget")
-    with get_backend("onnxruntime").runner(source) as ref_runner:
+    reference = reference or source
+    if reference.format != "onnx" or reference.precision != "fp32":
+        raise InvalidInputError(f"--accuracy-budget measures against an FP32 ONNX model, got {reference.format}",
+                                hint="pass --reference model.onnx (edgekit export writes one next to the .pt2)")
+    with get_backend("onnxruntime").runner(reference) as ref_runner:
         ref_outputs = run_reference(ref_runner, val, "FP32 reference")
 
     def build(q: QuantOptions, folder: Path) -> Artifact:
         return backend.quantize(source, calib, q, folder)
 
     threads = profile.threads() if profile else None
-    return accuracy_aware_int8(backend, build, quant, source, calib, val, ref_outputs, search, Path(out_dir),
-                               threads, profile)
+    return accuracy_aware_int8(backend, build, quant, reference, calib, val, ref_outputs, search, Path(out_dir),
+                               threads, profile, source)
 
 
 def print_search(record: dict) -> None:

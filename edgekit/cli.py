@@ -182,10 +182,11 @@ def quantize(model, target, profile, calib, val, reference, method, per_tensor, 
     # tensorrt makes its Q/DQ ONNX on any CPU; only engines need TensorRT and a GPU
     getattr(backend, "check_quantize_available", backend.check_available)()
     reference = reference or (model if Path(model).suffix == ".onnx" else None)
-    if val and reference is None:  # checked before any work or file
+    if (val or accuracy_budget is not None) and reference is None:  # checked before any work or file
         from .errors import InvalidInputError
 
-        raise InvalidInputError("--val needs an FP32 ONNX reference for a non-ONNX model",
+        flag = "--val" if val else "--accuracy-budget"
+        raise InvalidInputError(f"{flag} needs an FP32 ONNX reference for a non-ONNX model",
                                 hint="pass --reference model.onnx (edgekit export writes one)")
     source = _load_source(model, _specs(inputs), Path(out_dir))
     specs = _merge_inputs(source.inputs, _specs(inputs))
@@ -199,13 +200,16 @@ def quantize(model, target, profile, calib, val, reference, method, per_tensor, 
             raise InvalidInputError(f"--precision fp16 is a tensorrt step, not {backend.name}",
                                     hint=f"edgekit compile MODEL --target {backend.name} --precision fp16")
         art = backend.fp16_onnx(source, Path(out_dir), data)
-    elif accuracy_budget is not None:  # int8 searched until it meets the budget (edgekit.accuracy_aware)
+    elif accuracy_budget is not None or _profile_budgets(prof, source):  # searched until it meets the budget
         from .accuracy_aware import quantize_with_budget, search_options
 
         check = open_data(val or calib, specs, _preprocess(preprocess), labels)
+        if accuracy_budget is None:
+            accuracy_budget = prof.budgets.max_accuracy_drop
         search = search_options(accuracy_budget, prof.budgets.min_top1_agreement if prof else None, search_time,
-                                max_float_layers)
-        art = quantize_with_budget(backend, source, data, check, opts, Path(out_dir), search, prof).artifact
+                                max_float_layers, prof.budgets.min_cosine if prof else None)
+        ref_art = _load_source(reference, (), Path(out_dir)) if reference else None
+        art = quantize_with_budget(backend, source, data, check, opts, Path(out_dir), search, prof, ref_art).artifact
     else:
         art = backend.quantize(source, data, opts, Path(out_dir))
     result = {"artifact": art.to_dict(), "path": str(art.path), "size_bytes": art.size_bytes()}
@@ -226,6 +230,13 @@ def quantize(model, target, profile, calib, val, reference, method, per_tensor, 
             print_search(searched)
     if searched and not searched["met"]:
         sys.exit(1)  # budget missed: the most accurate int8 found is kept
+
+
+def _profile_budgets(prof, source) -> bool:
+    """The profile's accuracy budgets apply to int8 quantized from an FP32 ONNX (the reference they are measured on)."""
+    return (prof is not None and source.format == "onnx" and source.precision == "fp32"
+            and any(v is not None for v in (prof.budgets.max_accuracy_drop, prof.budgets.min_top1_agreement,
+                                            prof.budgets.min_cosine)))
 
 
 @main.command(name="compile")

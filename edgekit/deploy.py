@@ -237,7 +237,7 @@ class _Context:
                     art = backend.compile(art, profile, folder, CompileOptions(precision, tuple(self.inputs)))
                 return art
 
-            if self.options.accuracy_budget is not None and self.ref_outputs is not None:
+            if self._searches(profile):
                 from .accuracy_aware import search_in_deploy  # keep int8 within the budget (layers to float)
 
                 artifact = search_in_deploy(self, backend, build, quant, profile, out)
@@ -249,13 +249,20 @@ class _Context:
         self.artifacts[key] = artifact
         return artifact
 
+    def _searches(self, profile: Profile) -> bool:
+        """int8 is searched when a budget applies to it: --accuracy-budget or the profile's accuracy budgets."""
+        budgets = profile.budgets
+        wanted = (self.options.accuracy_budget, budgets.max_accuracy_drop, budgets.min_top1_agreement,
+                  budgets.min_cosine)
+        return self.ref_outputs is not None and any(v is not None for v in wanted)
+
     def _simulated_row(self, row: dict, backend, profile: Profile, precision: str, missing: TargetUnavailableError) -> dict:
         """No engine can be built here (TensorRT): make the ONNX it would be built from, check it on the CPU."""
         key = (backend.name, precision, "cpu", _options_key(profile))
         if key not in self.artifacts:
             quant = replace(self.options.quant, extra={**self.options.quant.extra, **profile.runtime.options})
             out = self.out_dir / f"{backend.name}-{precision}"
-            if precision == "int8" and self.options.accuracy_budget is not None and self.ref_outputs is not None:
+            if precision == "int8" and self._searches(profile):
                 from .accuracy_aware import search_in_deploy
 
                 def build(q: QuantOptions, folder: Path) -> Artifact:
@@ -273,7 +280,8 @@ class _Context:
                 row["accuracy"] = self._accuracy(runner, artifact)
             row["simulated"] = runner.effective_precision
         budget = self.options.accuracy_budget if self.options.accuracy_budget is not None else profile.budgets.max_accuracy_drop
-        row["violations"] = accuracy_violations(row["accuracy"], profile.budgets.min_top1_agreement, budget) if row["accuracy"] else []
+        row["violations"] = accuracy_violations(row["accuracy"], profile.budgets.min_top1_agreement, budget,
+                                                 profile.budgets.min_cosine) if row["accuracy"] else []
         row.update(status="skipped", passed=not row["violations"],
                    error=f"engine not built: {_message(missing)}; accuracy: {row['simulated']}; "
                          "latency not measured (CPU time says nothing about the GPU)")
@@ -315,11 +323,13 @@ def check_budgets(profile: Profile, row: dict, accuracy_budget: float | None) ->
     acc = row.get("accuracy")
     if acc:
         found += accuracy_violations(acc, b.min_top1_agreement,
-                                     accuracy_budget if accuracy_budget is not None else b.max_accuracy_drop)
+                                     accuracy_budget if accuracy_budget is not None else b.max_accuracy_drop,
+                                     b.min_cosine)
     return found
 
 
-def accuracy_violations(acc: dict, min_agreement: float | None, max_drop: float | None) -> list[str]:
+def accuracy_violations(acc: dict, min_agreement: float | None, max_drop: float | None,
+                        min_cosine: float | None = None) -> list[str]:
     found = []
     if acc.get("error"):
         return [acc["error"]]
@@ -331,6 +341,8 @@ def accuracy_violations(acc: dict, min_agreement: float | None, max_drop: float 
         drop, what = accuracy_drop(acc)
         if drop is not None and drop > max_drop:
             found.append(f"accuracy drop {drop:.2f} points ({what}) > budget {max_drop}")
+    if min_cosine is not None and acc.get("cosine_mean") is not None and acc["cosine_mean"] < min_cosine:
+        found.append(f"logit cosine {acc['cosine_mean']:.4f} < min_cosine {min_cosine}")
     return found
 
 

@@ -35,6 +35,7 @@ class Budgets:
     max_model_mb: float | None = None
     max_accuracy_drop: float | None = None  # points of task metric / top-1 agreement
     min_top1_agreement: float | None = None
+    min_cosine: float | None = None  # mean logit cosine vs FP32 (0..1)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import write_json, write_text
+from .report_search import SEARCH_CSS, search_html, search_markdown, search_note
 
 SCHEMA = "edgekit.report/1"
 MAX_SAMPLES = 300  # latency samples kept per row in report.json
@@ -78,6 +79,7 @@ def render_markdown(report: dict) -> str:
     notes = report_notes(report)
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
+    lines += search_markdown(report["results"])  # what --accuracy-budget tried, per searched artifact
     return "\n".join(lines) + "\n"
 
 
@@ -93,6 +95,8 @@ def _notes(r: dict) -> list[str]:
     ran = (r.get("latency_ms") or {}).get("effective_precision")
     if ran and ran != {"fp32": "f32", "fp16": "f16"}.get(r["precision"]):
         notes.append(f"{name}: ran in {ran}")
+    if searched := search_note(r):  # --accuracy-budget: the layers int8 left in float
+        notes.append(f"{name}: {searched}")
     return notes
 
 
@@ -135,6 +139,7 @@ figure{{margin:0;border:1px solid #e3e3e3;border-radius:6px;padding:8px;backgrou
 figcaption{{font-weight:600;font-size:14px;margin-bottom:4px}} svg text{{font-family:inherit}}
 .scatter{{display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap}}
 .key{{list-style:none;padding:0;margin:0;font-size:13px;line-height:1.6}}
+{SEARCH_CSS}
 </style></head><body>
 <h1>edgekit report</h1>
 <p><b>{html.escape(_model_name(m))}</b> · {m.get('params', 0):,} params · {m.get('macs', 0):,} MACs<br>
@@ -142,6 +147,7 @@ figcaption{{font-weight:600;font-size:14px;margin-bottom:4px}} svg text{{font-fa
 {html.escape(str(env.get('cpu', '')))} · {env.get('cores')} cores · Python {html.escape(str(env.get('python', '')))}</small></p>
 <table class="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <ul>{notes}</ul>
+{search_html(report["results"])}
 <h2>Accuracy vs latency</h2>
 {accuracy_latency_figure(measured)}
 <h2>Latency distributions</h2>

@@ -203,3 +203,46 @@ def test_inspect_quant_ranks_the_planted_op_first_in_a_tflite(cli, tiny_data, tm
     # the ONNX is not what a .tflite is compared with
     wrong = cli("inspect-quant", int8_tfl, "--reference", tmp_path / "planted.pt2", "--data", tiny_data)
     assert wrong.exit_code == 2
+
+
+def test_the_profile_budgets_start_the_search_without_a_flag(cli, planted, tiny_onnx, tiny_data, tmp_path):
+    profile = tmp_path / "budgeted.toml"
+    profile.write_text('name = "budgeted"\n[runtime]\ntarget = "onnxruntime"\n[budgets]\nmin_cosine = 0.99\n')
+    out = tmp_path / "deploy"
+    result = cli("deploy", planted, "--profile", profile, "--calib", tiny_data, "--precision", "int8",
+                 "--min-seconds", "0.1", "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["results"][0]
+    search = row["artifact"]["provenance"]["accuracy_search"]
+    assert search["searched"] and search["met"] and planted_node(planted) in search["float_layers"]
+    assert any("min_cosine" in v for v in search["steps"][0]["violations"])  # the default int8 missed it
+    assert row["passed"] and row["accuracy"]["cosine_mean"] >= 0.99
+    # quantize with the same profile searches too, and a profile budget already met does no search
+    q = cli("quantize", planted, "--profile", profile, "--calib", tiny_data, "-o", tmp_path / "q", "--json")
+    assert q.exit_code == 0 and _search_record(tmp_path / "q")["met"]
+    profile.write_text(profile.read_text().replace("min_cosine = 0.99", "min_cosine = 0.5"))
+    q = cli("quantize", tiny_onnx, "--profile", profile, "--calib", tiny_data, "-o", tmp_path / "q0", "--json")
+    record = _search_record(tmp_path / "q0")
+    assert q.exit_code == 0 and not record["searched"] and len(record["steps"]) == 1
+
+
+def test_search_variants_follow_the_model_and_the_target(planted, tmp_path):
+    from test_smoothquant import TinyTransformer
+
+    from edgekit.accuracy_aware import OPENVINO_ATTENTION, calibration_variants
+    from edgekit.backends.base import QuantOptions
+
+    transformer = tmp_path / "transformer.onnx"
+    torch.manual_seed(0)
+    export_onnx(TinyTransformer().eval(), transformer,
+                ExportOptions(inputs=(parse_input_spec("x:1x8x64"),), dynamic_batch=False), source_name="t")
+    cnn = calibration_variants("onnxruntime", QuantOptions(), planted)
+    assert [v for v in cnn if "_cost" not in v] == [{"method": "percentile"}]  # nothing to smooth in a CNN
+    assert cnn[-1]["method"] == "entropy"  # the slow one last, tried only when the time bound has room
+    assert calibration_variants("onnxruntime", QuantOptions(per_channel=False), planted)[0] == {"per_channel": True}
+    ort = calibration_variants("onnxruntime", QuantOptions(), transformer)
+    assert ort[0] == {"extra": {"smooth_quant": 0.5}} and {"method": "percentile"} in ort
+    ov = calibration_variants("openvino", QuantOptions(), transformer)
+    assert {"exclude": (OPENVINO_ATTENTION,), "extra": {"smooth_quant": 0.5}} in ov
+    assert calibration_variants("tflite", QuantOptions(extra={"bias_correction": False}), planted) == [
+        {"extra": {"bias_correction": True}}]

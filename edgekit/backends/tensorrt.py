@@ -76,7 +76,11 @@ class TensorRtBackend(Backend):
         settings = QdqSettings.from_options(options, options.extra)
         out = Path(out_dir) / f"{source.path.stem}.qdq.onnx"
         with tempfile.TemporaryDirectory(prefix="edgekit-trt-") as tmp:
-            prepared = preprocess_for_quantization(source.path, Path(tmp) / "prepared.onnx")
+            from ..smoothquant import smooth_for_quantization
+
+            smoothed, smoothing = smooth_for_quantization(source.path, Path(tmp), calib, options.extra,
+                                                          settings.max_samples)
+            prepared = preprocess_for_quantization(smoothed, Path(tmp) / "prepared.onnx")
             model = load_onnx(prepared)
             if name_unnamed_nodes(model):
                 onnx.save(model, str(prepared))
@@ -87,6 +91,11 @@ class TensorRtBackend(Backend):
                 if summary.quantize_nodes == 0:
                     raise BackendError(f"{used} placed no Q/DQ node in {source.path.name}",
                                        hint="check --exclude and the calibration data")
+                correction = {"bias_correction": settings.bias_correction}
+                if settings.bias_correction:
+                    from ..qdq_bias_correction import correct_qdq_biases
+
+                    correction.update(correct_qdq_biases(prepared, Path(tmp_out), calib, settings.max_samples))
         provenance = {
             "from": source.path.name, "quantizer": used, "quantizer_note": note,
             "format": "QDQ (explicit quantization, placed for TensorRT)",
@@ -94,7 +103,7 @@ class TensorRtBackend(Backend):
             "activations": "int8 symmetric, per tensor",
             "weights": "int8 symmetric, " + ("per channel" if settings.per_channel else "per tensor"),
             "high_precision": settings.high_precision, "excluded_nodes": placement.excluded,
-            "qdq": summary.to_dict(),
+            "qdq": summary.to_dict(), **smoothing, **correction,
         }
         if "sparsity" in source.provenance:  # 2:4 weights survive Q/DQ; the engine build reads this
             provenance["sparsity"] = source.provenance["sparsity"]

@@ -37,7 +37,7 @@ METHODS = ("minmax", "entropy", "percentile")
 
 @dataclass(frozen=True)
 class QdqSettings:
-    """How to place and calibrate Q/DQ; profile `[runtime.options]` may set the last five."""
+    """How to place and calibrate Q/DQ; profile `[runtime.options]` may set the fields after `exclude`."""
 
     method: str = "minmax"
     per_channel: bool = True
@@ -51,6 +51,8 @@ class QdqSettings:
     quantizer: str = "auto"
     high_precision: str = "fp32"  # type of the layers left unquantized (fp16 needs ModelOpt)
     keep: tuple[str, ...] = ()  # node names/op types kept in float, from the profile
+    smooth_quant: float | bool | None = None  # SmoothQuant alpha for LayerNorm -> MatMul (edgekit.smoothquant)
+    bias_correction: bool = True  # float biases minus int8 weights' mean output shift (edgekit.qdq_bias_correction)
 
     @classmethod
     def from_options(cls, options, extra: dict) -> "QdqSettings":
@@ -72,7 +74,10 @@ class QdqSettings:
         if self.high_precision not in HIGH_PRECISIONS:
             raise InvalidInputError(f"tensorrt option high_precision = '{self.high_precision}'",
                                     hint=f"one of {', '.join(HIGH_PRECISIONS)}")
-        for name in ("quantize_depthwise", "residual_add"):
+        from ..smoothquant import smooth_alpha
+
+        smooth_alpha({"smooth_quant": self.smooth_quant})  # refuses an alpha outside (0, 1]
+        for name in ("quantize_depthwise", "residual_add", "bias_correction"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidInputError(f"tensorrt option {name} must be true or false")
 

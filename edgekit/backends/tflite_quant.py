@@ -18,6 +18,7 @@ import contextlib
 import fnmatch
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from itertools import islice
@@ -144,9 +145,15 @@ def _exclude(q, float_model: bytes, patterns: tuple[str, ...], op, AlgorithmName
                                     hint="a TFLite op type (CONV_2D, FULLY_CONNECTED...) or a glob over op outputs")
         for t, scope in hits:
             if t in known:
-                q.update_quantization_recipe(fnmatch.translate(scope), op(t), algorithm_key=AlgorithmName.NO_QUANTIZE)
+                q.update_quantization_recipe(_scope_regex(scope), op(t), algorithm_key=AlgorithmName.NO_QUANTIZE)
                 chosen.append(scope)
     return chosen
+
+
+def _scope_regex(first_output: str) -> str:
+    """The regex that picks exactly this op in ai-edge-quantizer, which re.search-es it in the op's scope:
+    its output names, each followed by ';' ("out;" for one output), so a regex ending at the name never matches."""
+    return "^" + re.escape(first_output) + ";"
 
 
 def check_outputs(float_model: bytes, quant_model: bytes, samples: Iterable[dict]) -> dict:
