@@ -61,6 +61,7 @@ class SearchResult:
     searched: bool
     steps: list[dict]
     message: str
+    accuracy: dict | None = None  # the kept artifact's, measured on the search's data (edgekit.validate.compare)
 
 
 # build(quant options, output folder) -> the artifact the target deploys
@@ -186,6 +187,8 @@ def calibration_variants(target: str, quant: QuantOptions, reference: Path) -> l
             variants.append({"method": "percentile", "extra": {"smooth_quant": SMOOTH_ALPHA}})
     if target in ("onnxruntime", "tensorrt") and quant.method != "entropy":
         variants.append({"method": "entropy", "_cost": ENTROPY_COST})
+    if target == "openvino" and extra.get("activation_ranges", "minmax") == "minmax":
+        variants.append({"extra": {"activation_ranges": "histogram"}})  # NNCF's counterpart of percentile
     if target == "openvino" and extra.get("preset") != "mixed":  # asymmetric activations
         variants.append({"extra": {"preset": "mixed"}})
     return variants
@@ -322,7 +325,8 @@ class _Measure:
                 "violations": violations, "accuracy_drop": drop, "top1_agreement": acc.get("top1_agreement"),
                 "top1_agreement_confident": acc.get("top1_agreement_confident"),
                 "cosine_mean": acc.get("cosine_mean"), "latency_p50_ms": round(latency["p50"], 3),
-                "seconds": round(time.perf_counter() - start, 2), "_artifact": artifact, "_quant": quant}
+                "seconds": round(time.perf_counter() - start, 2), "_artifact": artifact, "_quant": quant,
+                "_accuracy": acc}
 
 
 def _score(step: dict) -> tuple:
@@ -386,7 +390,7 @@ def _finish(artifact: Artifact, steps: list[dict], searched: bool, met: bool, me
     artifact.save_sidecar()
     if searched and not met:
         warn(message)
-    return SearchResult(artifact, met, searched, public, message)
+    return SearchResult(artifact, met, searched, public, message, steps[chosen].get("_accuracy"))
 
 
 def _onnx_node_names(path: Path) -> set[str]:
@@ -442,8 +446,11 @@ def search_in_deploy(ctx, backend, build: Builder, quant: QuantOptions, profile,
         budget = profile.budgets.max_accuracy_drop
     search = search_options(budget, profile.budgets.min_top1_agreement,
                             getattr(ctx.options, "accuracy_search_s", None), min_cosine=profile.budgets.min_cosine)
-    return accuracy_aware_int8(backend, build, quant, ctx.reference, ctx.calib, ctx.val, ctx.ref_outputs, search,
-                               out_dir, profile.threads(), profile, ctx._source_for(backend)).artifact
+    result = accuracy_aware_int8(backend, build, quant, ctx.reference, ctx.calib, ctx.val, ctx.ref_outputs, search,
+                                 out_dir, profile.threads(), profile, ctx._source_for(backend))
+    if result.accuracy is not None:  # deploy's own check of this file would measure the same again
+        ctx.accuracy[result.artifact.path] = result.accuracy
+    return result.artifact
 
 
 def quantize_with_budget(backend, source: Artifact, calib, val, quant: QuantOptions, out_dir: Path,

@@ -249,6 +249,31 @@ def test_nncf_settings_follow_model_type_cpu_and_profile(tiny_onnx, tmp_path):
     assert (s.overflow_fix, s.preset, s.fast_bias_correction) == ("enable", "mixed", True)
     with pytest.raises(TargetUnavailableError, match="'TPU' is not an OpenVINO device"):
         choose_settings(*cnn, 10, QuantOptions(extra={"device": "TPU"}))
+    assert choose_settings(*cnn, 10, QuantOptions()).activation_ranges == "minmax"
+    with pytest.raises(InvalidInputError, match="activation_ranges = 'median'"):
+        choose_settings(*cnn, 10, QuantOptions(extra={"activation_ranges": "median"}))
+
+
+def test_histogram_activation_ranges_reach_nncf(ov, tiny_onnx, tiny_data, tmp_path):
+    data = open_data(str(tiny_data), Artifact.load(tiny_onnx).inputs)
+    arts = {r: ov.quantize(Artifact.load(tiny_onnx), data, QuantOptions(extra={"activation_ranges": r}), tmp_path / r)
+            for r in ("minmax", "histogram")}
+    assert arts["histogram"].provenance["activation_ranges"] == "histogram"
+    # a histogram range is narrower than the min/max one: some activation FakeQuantize must differ
+    assert _fake_quantize_ranges(ov, arts["minmax"]) != _fake_quantize_ranges(ov, arts["histogram"])
+
+
+def _fake_quantize_ranges(ov, art) -> list:
+    import openvino as ov_rt
+
+    model = ov_rt.Core().read_model(str(art.path))
+    ranges = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "FakeQuantize":
+            low = op.input_value(1).get_node()
+            if low.get_type_name() == "Constant":
+                ranges.append(float(np.asarray(low.get_data()).ravel()[0]))
+    return ranges
 
 
 # --- bad input ---------------------------------------------------------------------------------

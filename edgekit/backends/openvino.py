@@ -30,6 +30,7 @@ OPTIONS = {
     "fast_bias_correction": "NNCF fast bias correction (default false)",
     "preset": "NNCF preset: performance | mixed (default: from the model type)",
     "overflow_fix": "NNCF overflow fix: enable | first_layer | disable (default: disable on VNNI/AMX CPUs)",
+    "activation_ranges": "NNCF activation range estimator: minmax | histogram (default minmax)",
     "smooth_quant": "SmoothQuant alpha for LayerNorm -> MatMul, 0 < alpha <= 1, or false (default: NNCF's, 0.95 on transformers)",
 }
 OV_DTYPES = {"f32": "float32", "f16": "float16", "i64": "int64", "i32": "int32", "i8": "int8", "u8": "uint8",

@@ -28,6 +28,9 @@ from .openvino_graph import NodeIndex, summary
 
 PRESETS = ("performance", "mixed")
 OVERFLOW_FIX = ("enable", "first_layer", "disable")
+# NNCF's activation range estimators (RangeEstimatorParametersSet); histogram is its counterpart of
+# ONNX Runtime's percentile calibration: EfficientNet-Lite0 cosine 0.9938 -> 0.9949, all-crop agreement 0.925 -> 0.967
+ACTIVATION_RANGES = {"minmax": "MINMAX", "histogram": "HISTOGRAM"}
 VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 ATTENTION_OPS = {"ScaledDotProductAttention", "PagedAttentionExtension"}
 SKIP_OPS = {"Parameter", "Result", "Constant"}  # never quantized, so never worth ignoring
@@ -48,6 +51,7 @@ class NncfSettings:
     # NNCF's SmoothQuant alpha for MatMuls (it runs only with model_type transformer): -1 off, None NNCF's
     # default (0.95); -1 too when edgekit smoothed the ONNX source itself (provenance `smooth_quant`)
     nncf_smooth_quant: float | None = None
+    activation_ranges: str = "minmax"  # ACTIVATION_RANGES
 
 
 def import_nncf():
@@ -124,12 +128,16 @@ def choose_settings(model, index: NodeIndex, samples: int, options: QuantOptions
     overflow = extra.get("overflow_fix") or default_overflow_fix(target)
     if overflow is not None and overflow not in OVERFLOW_FIX:
         raise InvalidInputError(f"openvino option overflow_fix = '{overflow}'", hint=f"one of {', '.join(OVERFLOW_FIX)}")
+    ranges = extra.get("activation_ranges") or "minmax"
+    if ranges not in ACTIVATION_RANGES:
+        raise InvalidInputError(f"openvino option activation_ranges = '{ranges}'",
+                                hint=f"one of {', '.join(ACTIVATION_RANGES)}")
     return NncfSettings(
         subset_size=min(samples, options.max_samples), preset=preset,
         model_type="transformer" if transformer else None, target_device=target,
         fast_bias_correction=bool(extra.get("fast_bias_correction", False)), overflow_fix=overflow,
         per_channel=options.per_channel, ignored=resolve_ignored(options.exclude, model, index),
-        nncf_smooth_quant=smooth,
+        nncf_smooth_quant=smooth, activation_ranges=ranges,
     )
 
 
@@ -156,6 +164,11 @@ def nncf_arguments(nncf, s: NncfSettings) -> dict:
         advanced["weights_quantization_params"] = QuantizationParameters(per_channel=False)
     if s.nncf_smooth_quant is not None:
         advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=s.nncf_smooth_quant)
+    if s.activation_ranges != "minmax":
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+        estimator = getattr(RangeEstimatorParametersSet, ACTIVATION_RANGES[s.activation_ranges])
+        advanced["activations_range_estimator_params"] = estimator
     return {
         "subset_size": s.subset_size,
         "preset": nncf.QuantizationPreset(s.preset),
