@@ -23,9 +23,10 @@ def search_record(row: dict) -> dict | None:
 
 
 def search_note(row: dict) -> str | None:
-    """One line for the row's notes: the layers kept in float (or none) and the search's verdict."""
+    """One line for the row's notes: the layers kept in float (or none) and the search's verdict; nothing
+    when the default int8 met the budget (every int8 row under a budget would say so otherwise)."""
     record = search_record(row)
-    if record is None:
+    if record is None or not record.get("searched"):
         return None
     kept = record.get("float_layers") or []
     count = f"{len(kept)} " if kept else ""
