@@ -1,13 +1,13 @@
 """Accuracy-aware int8: quantize, measure against FP32, and if the budget is missed search for one that meets it.
 
 The search, within a time bound:
-1. other calibration settings of the target (ONNX Runtime / TensorRT: percentile, entropy;
-   OpenVINO: NNCF's mixed preset, asymmetric activations) - no layer leaves int8;
+1. other calibration settings of the target (edgekit.search_variants: SmoothQuant, percentile /
+   entropy / histogram ranges, ...) - no layer leaves int8;
 2. per-layer float fallback: layers ranked by the SQNR their int8 activations lose
    (edgekit.sensitivity on the int8 Q/DQ ONNX itself; edgekit.inspect_quant on the OpenVINO IR;
-   edgekit.sensitivity_tflite on the .tflite), then the worst 1, 2, 4... kept in float (a
-   layer's producer and consumers, so the tensor itself stays float) until the budget is met,
-   then the smallest such set found by bisection.
+   edgekit.sensitivity_tflite on the .tflite), the top few re-ranked by the accuracy each gains
+   kept in float alone, then the worst 1, 2, 4... kept in float (a layer's producer and consumers,
+   so the tensor itself stays float) until the budget is met, then the fewest found by bisection.
 Every step is recorded (float layers, accuracy, latency) in the artifact's provenance.
 """
 
@@ -28,15 +28,12 @@ from .backends.base import QuantOptions
 from .bench import BenchOptions, bench_runner
 from .console import warn
 from .deploy import accuracy_drop, accuracy_violations
-from .errors import EdgekitError, InvalidInputError
+from .errors import CheckFailedError, EdgekitError, InvalidInputError
+from .search_variants import ONNX_NAMED_TARGETS, calibration_variants
 from .validate import compare, run_outputs
 
 SEARCH_DIR = ".accuracy-search"
 QUICK_BENCH = BenchOptions(warmup=3, min_runs=20, min_seconds=0.3, max_seconds=5.0)
-SMOOTH_ALPHA = 0.5  # SmoothQuant's own default; edgekit.smoothquant
-OPENVINO_ATTENTION = "ScaledDotProductAttention"  # the op type OpenVINO fuses attention into
-ENTROPY_COST = 6  # entropy calibration / a min/max build: ~6x on EfficientNet-Lite0 (minutes on two cores)
-ONNX_NAMED_TARGETS = ("onnxruntime", "tensorrt", "openvino")  # --exclude takes ONNX node names
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,15 @@ def _run(backend, build, quant, reference, calib, val, ref_outputs, search, out_
     clock = _Clock(search.time_limit_s)
     measure = _Measure(backend, val, ref_outputs, threads, profile, search)
     start = time.perf_counter()
-    first = build(quant, out_dir)
+    try:
+        first = build(quant, out_dir)
+    except CheckFailedError:  # TFLite refuses an int8 model with one output for all samples: measure it instead
+        if backend.name != "tflite":
+            raise
+        from .backends.tflite import REFUSE_CONSTANT_OUTPUT
+
+        quant = replace(quant, extra={**quant.extra, REFUSE_CONSTANT_OUTPUT: False})
+        first = build(quant, out_dir)
     steps = [{**measure.step("default int8", first, quant, ()), "build_seconds": round(time.perf_counter() - start, 2)}]
     if steps[0]["met"]:
         return _finish(first, steps, searched=False, met=True, message="budget met by the default int8; no search")
@@ -114,13 +119,13 @@ def _search(backend, build, quant, models, calib, search, work, steps, measure, 
         if clock.out():
             break
         cost = variant.pop("_cost", 1) * (steps[0].get("build_seconds") or 0.0)
+        settings = {**variant.get("extra", {}), **{k: v for k, v in variant.items() if k not in ("extra", "exclude")}}
+        label = "calibration " + ", ".join(f"{k}={v}" for k, v in settings.items())
         if cost > clock.left():  # a slow calibration that cannot finish in time is not started
-            steps.append({"step": f"calibration {variant} skipped: about {cost:.0f} s, more than the time left",
+            steps.append({"step": f"{label} skipped: about {cost:.0f} s, more than the time left",
                           "skipped": True, "met": False, "float_layers": [], "violations": []})
             continue
         candidate = _apply(quant, variant)
-        settings = {**variant.get("extra", {}), **{k: v for k, v in variant.items() if k not in ("extra", "exclude")}}
-        label = "calibration " + ", ".join(f"{k}={v}" for k, v in settings.items())
         if variant.get("exclude"):
             label = f"{' and '.join(variant['exclude'])} in float, {label}"
         step = _try(build, candidate, work / f"step-{len(steps)}", label, variant.get("exclude", ()), measure)
@@ -159,49 +164,6 @@ def _search(backend, build, quant, models, calib, search, work, steps, measure, 
         steps.append(step)
         lo, hi = (lo, mid) if step["met"] else (mid, hi)
     return _best(steps)
-
-
-def calibration_variants(target: str, quant: QuantOptions, reference: Path) -> list[dict]:
-    """Calibration settings to try before any layer leaves int8, most promising first. Each is a change
-    of QuantOptions (`extra` merged): only changes towards accuracy that the target allows."""
-    extra = quant.extra
-    variants: list[dict] = []
-    if not quant.per_channel:  # per-channel weights: every target here has them
-        variants.append({"per_channel": True})
-    if target in ("onnxruntime", "tflite") and extra.get("bias_correction") is False:
-        variants.append({"extra": {"bias_correction": True}})
-    if target == "openvino" and extra.get("fast_bias_correction"):  # NNCF's full bias correction
-        variants.append({"extra": {"fast_bias_correction": False}})
-    smooth = (target in ONNX_NAMED_TARGETS and not extra.get("smooth_quant") and _has_layernorm_matmul(reference))
-    if smooth:  # transformer MatMuls behind LayerNorm: outlier channels move into the weights
-        variants.append({"extra": {"smooth_quant": SMOOTH_ALPHA}})
-    if smooth and target == "openvino":
-        # OpenVINO fuses attention into one op whose int8 inputs lose most of the rest: on the benchmark
-        # transformer, smoothing alone left cosine at 0.908; with attention in float it reached 0.999
-        variants.append({"exclude": (OPENVINO_ATTENTION,), "extra": {"smooth_quant": SMOOTH_ALPHA}})
-    if target in ("onnxruntime", "tensorrt") and quant.method != "percentile":
-        # on EfficientNet-Lite0 (ONNX Runtime, bias corrected) percentile ranges lifted confident-crop
-        # agreement from 0.981 to 1.000
-        variants.append({"method": "percentile"})
-        if smooth:
-            variants.append({"method": "percentile", "extra": {"smooth_quant": SMOOTH_ALPHA}})
-    if target in ("onnxruntime", "tensorrt") and quant.method != "entropy":
-        variants.append({"method": "entropy", "_cost": ENTROPY_COST})
-    if target == "openvino" and extra.get("activation_ranges", "minmax") == "minmax":
-        variants.append({"extra": {"activation_ranges": "histogram"}})  # NNCF's counterpart of percentile
-    if target == "openvino" and extra.get("preset") != "mixed":  # asymmetric activations
-        variants.append({"extra": {"preset": "mixed"}})
-    return variants
-
-
-def _has_layernorm_matmul(path: Path) -> bool:
-    from .onnx_model import load_onnx
-    from .smoothquant import find_groups
-
-    try:
-        return bool(find_groups(load_onnx(path, load_external_data=False))[0])
-    except Exception:  # a graph the smoothing cannot read is simply not smoothed
-        return False
 
 
 def _ranked_groups(backend, int8: Artifact | None, quant, models, calib, search, work,

@@ -229,7 +229,7 @@ def test_the_profile_budgets_start_the_search_without_a_flag(cli, planted, tiny_
 def test_search_variants_follow_the_model_and_the_target(planted, tmp_path):
     from test_smoothquant import TinyTransformer
 
-    from edgekit.accuracy_aware import OPENVINO_ATTENTION, calibration_variants
+    from edgekit.search_variants import OPENVINO_ATTENTION, calibration_variants
     from edgekit.backends.base import QuantOptions
 
     transformer = tmp_path / "transformer.onnx"

@@ -143,3 +143,21 @@ def test_quantize_pt2_to_tflite_with_a_budget_measures_against_the_reference(cli
     int8 = Artifact.load(json.loads(result.stdout)["path"])
     assert int8.provenance["converter"].startswith("litert-torch")  # converted from the .pt2, not the ONNX
     check_search(int8.provenance["accuracy_search"], int8)
+
+
+def test_a_default_int8_tflite_refuses_is_searched_not_fatal(cli, tiny_data, tmp_path):
+    """At outlier 1000 ai-edge-quantizer's int8 gives one output for every sample; `quantize` alone refuses
+    it, while the search measures it, keeps the planted conv in float and meets the budget."""
+    model = Planted(outlier=1000.0).eval()
+    with torch.no_grad():
+        model.fc.bias -= model(torch.from_numpy(np.load(tiny_data))).mean(0)
+    pt2 = save_pt2(model, tmp_path / "planted.pt2", [INPUT]).path
+    plain = cli("quantize", pt2, "--target", "tflite", "--calib", tiny_data, "-o", tmp_path / "plain")
+    assert plain.exit_code == 1 and "one and the same output" in plain.output
+    result = cli("deploy", pt2, "--input", "input:1x3x32x32", "--profile", "raspberry-pi-5", "--calib", tiny_data,
+                 "--precision", "int8", "--accuracy-budget", BUDGET, "--min-seconds", "0.1", "-o", tmp_path / "d",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)["results"][0]["artifact"]["provenance"]["accuracy_search"]
+    assert any("same for every input" in v for v in record["steps"][0]["violations"])
+    assert record["met"] and any("Conv2d_conv2;" in n for n in record["float_layers"])

@@ -23,6 +23,9 @@ from .tflite_runner import IoMap, TfliteRunner, interpreter_class, signature_inp
 
 PACKAGES = ("ai-edge-litert", "litert-torch", "ai-edge-quantizer", "onnx2tf", "tensorflow", "tflite-runtime")
 QUANTIZE_HINT = "edgekit quantize MODEL --target tflite --calib DATA -o DIR"
+# QuantOptions.extra key: false keeps an int8 model whose output is one value for every sample (the
+# accuracy search measures it and keeps layers in float, rather than stopping at the first int8)
+REFUSE_CONSTANT_OUTPUT = "refuse_constant_output"
 
 
 class TfliteBackend(Backend):
@@ -94,6 +97,7 @@ class TfliteBackend(Backend):
             per_channel=options.per_channel, int8_io=bool(options.extra.get("int8_io", False)),
             exclude=tuple(options.exclude), bias_correction=bool(options.extra.get("bias_correction", True)),
             max_samples=options.max_samples,
+            refuse_constant_output=bool(options.extra.get(REFUSE_CONSTANT_OUTPUT, True)),
         )
 
         dtypes = {name: d["dtype"] for name, d in signature_inputs(float_model).items()}

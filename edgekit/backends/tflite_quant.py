@@ -46,6 +46,7 @@ class Int8Settings:
     exclude: tuple[str, ...] = ()  # TFLite op types or globs over op output names, kept in float
     bias_correction: bool = True
     max_samples: int = 300
+    refuse_constant_output: bool = True  # off in the accuracy search, which measures such a model instead
 
 
 def _aeq():
@@ -96,7 +97,8 @@ def quantize_int8(float_model: bytes, samples: Callable[[], Iterable[dict]], cou
             sig_inputs = _signature_inputs(float_model)
             stats = float_layer_stats(float_model, islice(samples(), min(n, BIAS_SAMPLES)), sig_inputs)
             model, corrected, repaired = correct_biases(model, stats)
-    quality = check_outputs(float_model, model, islice(samples(), min(n, CHECK_SAMPLES)))
+    quality = check_outputs(float_model, model, islice(samples(), min(n, CHECK_SAMPLES)),
+                            settings.refuse_constant_output)
     info = {
         "quantizer": f"ai-edge-quantizer {package_version('ai-edge-quantizer')} static_wi8_ai8",
         "weights": "int8 " + ("per-channel" if settings.per_channel else "per-tensor"),
@@ -156,7 +158,7 @@ def _scope_regex(first_output: str) -> str:
     return "^" + re.escape(first_output) + ";"
 
 
-def check_outputs(float_model: bytes, quant_model: bytes, samples: Iterable[dict]) -> dict:
+def check_outputs(float_model: bytes, quant_model: bytes, samples: Iterable[dict], refuse: bool = True) -> dict:
     """SQNR of the int8 outputs against float on calibration samples; refuse an output stuck at one value."""
     f_interp, q_interp = load_interpreter(float_model), load_interpreter(quant_model)
     f_run = f_interp.get_signature_runner(SIGNATURE_KEY)
@@ -173,7 +175,7 @@ def check_outputs(float_model: bytes, quant_model: bytes, samples: Iterable[dict
     r = {n: np.stack([np.asarray(s[n], np.float64) for s in ref]) for n in names}
     g = {n: np.stack([_from_output(s[n], q_outputs[n]) for s in got]) for n in names}
     stuck = [n for n in names if len(ref) > 1 and np.ptp(g[n], axis=0).max() == 0 and np.ptp(r[n], axis=0).max() > 0]
-    if len(stuck) == len(names):
+    if refuse and len(stuck) == len(names):
         raise CheckFailedError(
             f"the int8 model gives one and the same output for all {len(ref)} calibration samples "
             f"(output '{stuck[0]}'): quantization broke it",
