@@ -10,14 +10,16 @@ Models:
 Targets (CPU): onnxruntime, openvino, tflite (converted from the .pt2, as deploy does) and tensorrt (its Q/DQ
 ONNX checked on the CPU: no latency).
 
-Per model x target: the default int8 (Backend.quantize with edgekit's defaults, no budget) and the
-accuracy-aware int8 (edgekit.accuracy_aware with the budget): top-1 agreement on the confident samples,
-mean logit cosine, latency ratio accuracy-aware / default (models loaded once, timed in alternating
-rounds, median of the per-round ratios), the layers kept in float and the time the search took.
-Goals: agreement >= 0.99 (EfficientNet-Lite0), cosine >= 0.995, latency ratio <= 1.15, search < 5 min.
+Per model x target, three int8 files side by side: the library default (each quantizer as its docs show
+it), edgekit's default (Backend.quantize, no budget) and the accuracy-aware int8 (edgekit.accuracy_aware
+with the budget): top-1 agreement on the confident samples, mean logit cosine, latency ratios
+accuracy-aware / library default and / edgekit default (models loaded once, timed in alternating rounds,
+median of the per-round ratios), the layers kept in float and the time the search took.
+Goals: agreement >= 0.99 (EfficientNet-Lite0), cosine >= 0.995, latency accuracy-aware / library default
+<= 1.15, search < 5 min. The library defaults are benchmarks/library_defaults.py.
 
 Run: /work/venv/bin/python benchmarks/accuracy_aware.py [--models effnet,transformer]
-     [--targets onnxruntime,openvino,tflite,tensorrt] [--budget 1.0] [--search-time 240] [--rounds 5] [--work DIR] [--json]
+     [--targets onnxruntime,openvino,tflite,tensorrt] [--budget 1.0] [--search-time 240] [--rounds 9] [--work DIR] [--json]
 """
 
 from __future__ import annotations
@@ -182,7 +184,7 @@ def main() -> int:
     ap.add_argument("--search-time", type=float, default=240.0)
     ap.add_argument("--transformer-agreement", type=float, default=0.95, help="min top-1 agreement, all samples")
     ap.add_argument("--min-cosine", type=float, default=GOALS["cosine"], help="min mean logit cosine (budget)")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9, help="alternating latency rounds (2 shared cores: 5 was too few)")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -250,7 +252,7 @@ def _missed(row: dict) -> list[str]:
         missed.append("agreement")
     if aware["cosine"] < GOALS["cosine"]:
         missed.append("cosine")
-    if lat and lat["ratio_vs_default"] > GOALS["latency_ratio"]:
+    if lat and lat["ratio_vs_library"] > GOALS["latency_ratio"]:  # the issue's ratio: vs the library default
         missed.append("latency")
     if row["search_s"] > GOALS["search_s"]:
         missed.append("search time")
