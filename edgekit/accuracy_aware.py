@@ -142,12 +142,13 @@ def _search(backend, build, quant, models, calib, search, work, steps, measure, 
         return _best(steps)
     ranked = _ranked_groups(backend, base_step.get("_artifact"), base, models, calib, search, work, steps)
     unknown: set[str] = set()
-    ranked, single = _rerank_by_gain(build, base, base_step, ranked, work, steps, measure, clock, unknown, search)
+    ranked, single, measured = _rerank_by_gain(build, base, base_step, ranked, work, steps, measure, clock, unknown,
+                                               search)
     if single is not None:  # one layer in float already meets the budget
         return single
     counts = _counts(ranked, search.max_float_layers)
     lo, hi = 0, None  # groups: lo known too few, hi known enough
-    if any(s["step"].startswith("gain check") for s in steps):  # one group alone was measured: not enough
+    if measured:  # the best group alone was measured: not enough
         counts, lo = [k for k in counts if k > 1], 1
     for k in counts:
         if clock.out():
@@ -207,29 +208,29 @@ def _ranked_groups(backend, int8: Artifact | None, quant, models, calib, search,
 
 
 def _rerank_by_gain(build, base, base_step, ranked, work, steps, measure, clock, unknown,
-                    search) -> tuple[list, int | None]:
+                    search) -> tuple[list, int | None, bool]:
     """The SQNR ranking's top few, re-ordered by the accuracy each gains kept in float alone.
 
     SQNR lost says where int8 adds noise, not how much of it reaches the outputs. When the time
     bound has room for it (the base build's time, times the candidates, within a third of what is
-    left), each candidate is built with only itself in float and measured. Returns the new ranking
-    and the index of a step that already meets the budget (None if none does)."""
+    left), each candidate is built with only itself in float and measured. Returns the new ranking,
+    the index of a step that already meets the budget (None if none does) and whether any was measured."""
     candidates = [g for g in ranked if len(g) <= search.max_float_layers][:search.gain_candidates]
     build_s = base_step.get("build_seconds") or 0.0
     if len(candidates) < 2 or not build_s or build_s * len(candidates) > clock.left() / 3:
-        return ranked, None
+        return ranked, None, False
     gains = {}
     for group in candidates:
         if clock.out():
-            return ranked, None
+            return ranked, None, bool(gains)
         step = _fallback_step(build, base, [group], work / f"step-{len(steps)}", measure, unknown)
         step["step"] = f"gain check: {group[0]} in float"
         steps.append(step)
         if step["met"]:
-            return ranked, len(steps) - 1
+            return ranked, len(steps) - 1, True
         gains[group] = _score(step)
     order = sorted(candidates, key=lambda g: gains.get(g, (False, float("-inf"))), reverse=True)
-    return order + [g for g in ranked if g not in gains], None
+    return order + [g for g in ranked if g not in gains], None, True
 
 
 def _qdq_onnx(int8: Artifact | None, quant, reference, calib, work) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .progress import progress_iter
-from .sensitivity import _tap_session
+from .sensitivity import tap_session
 
 FLOAT, INT32 = 1, 6  # onnx.TensorProto
 
@@ -112,7 +112,7 @@ def _is_qdq_of_initializer(node, inits, made) -> bool:
 
 def _input_means(fp32, names: list[str], calib, max_samples: int) -> dict[str, np.ndarray]:
     """Per-channel mean (axis 1: NCHW channels, or Gemm's features) of each tensor over the calibration data."""
-    sess = _tap_session(fp32, names, optimize=True)
+    sess = tap_session(fp32, names, optimize=True)
     sums: dict[str, np.ndarray] = {}
     n = min(len(calib), max_samples)
     for i, sample in enumerate(progress_iter(iter(calib), total=n, description="bias correction")):

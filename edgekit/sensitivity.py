@@ -149,7 +149,7 @@ def layer_errors(reference: Path, quantized: Path, data, max_samples: int = 32) 
     # graph inputs are quantized too: their error is the first layer's starting point
     inputs = {i.name: dq_of[i.name] for i in q_model.graph.input if i.name in dq_of}
     q_names = {**{t.tensor: dq_of.get(t.tensor, t.tensor) for t in taps}, **inputs}
-    q_sess = _tap_session(q_model, list(q_names.values()), optimize=False)
+    q_sess = tap_session(q_model, list(q_names.values()), optimize=False)
 
     def run_q(feed):
         return dict(zip(q_names, q_sess.run(list(q_names.values()), feed)))
@@ -160,7 +160,7 @@ def layer_errors(reference: Path, quantized: Path, data, max_samples: int = 32) 
 def reference_runner(ref_model, taps: list[Tap]):
     """feed -> FP32 values of the tapped tensors and of the graph inputs."""
     names = [t.tensor for t in taps]
-    sess = _tap_session(ref_model, names, optimize=True)
+    sess = tap_session(ref_model, names, optimize=True)
 
     def run(feed):
         out = dict(zip(names, sess.run(names, feed)))
@@ -220,7 +220,7 @@ def _dequantized_names(model) -> dict[str, str]:
 
 
 
-def _tap_session(model, outputs: list[str], optimize: bool):
+def tap_session(model, outputs: list[str], optimize: bool):
     """An ORT session of `model` that also returns the given intermediate tensors."""
     import onnx
     import onnxruntime as ort
