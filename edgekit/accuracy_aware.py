@@ -402,18 +402,15 @@ def search_options(budget: float | None, min_agreement: float | None, time_limit
 
 
 
-def search_in_deploy(ctx, backend, build: Builder, quant: QuantOptions, profile, out_dir: Path) -> Artifact:
+def search_in_deploy(ctx, backend, build: Builder, quant: QuantOptions, profile, out_dir: Path) -> SearchResult:
     """deploy's int8 under a budget: the search against the run's validation data and FP32 outputs."""
     budget = ctx.options.accuracy_budget
     if budget is None:
         budget = profile.budgets.max_accuracy_drop
     search = search_options(budget, profile.budgets.min_top1_agreement,
                             getattr(ctx.options, "accuracy_search_s", None), min_cosine=profile.budgets.min_cosine)
-    result = accuracy_aware_int8(backend, build, quant, ctx.reference, ctx.calib, ctx.val, ctx.ref_outputs, search,
-                                 out_dir, profile.threads(), profile, ctx._source_for(backend))
-    if result.accuracy is not None:  # deploy's own check of this file would measure the same again
-        ctx.accuracy[result.artifact.path] = result.accuracy
-    return result.artifact
+    return accuracy_aware_int8(backend, build, quant, ctx.reference, ctx.calib, ctx.val, ctx.ref_outputs, search,
+                               out_dir, profile.threads(), profile, ctx._source_for(backend))
 
 
 def quantize_with_budget(backend, source: Artifact, calib, val, quant: QuantOptions, out_dir: Path,

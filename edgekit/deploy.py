@@ -238,9 +238,7 @@ class _Context:
                 return art
 
             if self._searches(profile):
-                from .accuracy_aware import search_in_deploy  # keep int8 within the budget (layers to float)
-
-                artifact = search_in_deploy(self, backend, build, quant, profile, out)
+                artifact = self._searched_int8(backend, build, quant, profile, out)
             else:
                 artifact = build(quant, out)
         else:
@@ -256,6 +254,15 @@ class _Context:
                   budgets.min_cosine)
         return self.ref_outputs is not None and any(v is not None for v in wanted)
 
+    def _searched_int8(self, backend, build, quant: QuantOptions, profile: Profile, out: Path) -> Artifact:
+        """The int8 that meets the budget (edgekit.accuracy_aware: calibration, then layers to float)."""
+        from .accuracy_aware import search_in_deploy
+
+        result = search_in_deploy(self, backend, build, quant, profile, out)
+        if result.accuracy is not None:  # the search measured the kept file on this run's data already
+            self.accuracy[result.artifact.path] = result.accuracy
+        return result.artifact
+
     def _simulated_row(self, row: dict, backend, profile: Profile, precision: str, missing: TargetUnavailableError) -> dict:
         """No engine can be built here (TensorRT): make the ONNX it would be built from, check it on the CPU."""
         key = (backend.name, precision, "cpu", _options_key(profile))
@@ -263,12 +270,10 @@ class _Context:
             quant = replace(self.options.quant, extra={**self.options.quant.extra, **profile.runtime.options})
             out = self.out_dir / f"{backend.name}-{precision}"
             if precision == "int8" and self._searches(profile):
-                from .accuracy_aware import search_in_deploy
-
                 def build(q: QuantOptions, folder: Path) -> Artifact:
                     return backend.cpu_fallback(self.reference, self.calib, precision, q, folder)
 
-                self.artifacts[key] = search_in_deploy(self, backend, build, quant, profile, out)
+                self.artifacts[key] = self._searched_int8(backend, build, quant, profile, out)
             else:
                 self.artifacts[key] = backend.cpu_fallback(self.reference, self.calib, precision, quant, out)
         artifact = self.artifacts[key]
