@@ -1,7 +1,7 @@
 """Accuracy-aware int8 against each target's default int8, side by side in one run (issue 9).
 
 Models:
-- EfficientNet-Lite0 (ImageNet weights, edgekit.demo) on the shipped photos: 80 calibration crops,
+- EfficientNet-Lite0 (ImageNet weights, edgekit.pipeline.demo) on the shipped photos: 80 calibration crops,
   120 validation crops; budget 1 point of top-1 disagreement on the confident crops (agreement >= 0.99).
 - a small transformer built here (token embedding + positions, 4 pre-LN blocks of multi-head attention,
   LayerNorm and a GELU MLP, mean-pooled 10-way head; int64 token ids 1x32), random weights with a fixed
@@ -11,7 +11,7 @@ Targets (CPU): onnxruntime, openvino, tflite (converted from the .pt2, as deploy
 ONNX checked on the CPU: no latency).
 
 Per model x target, three int8 files side by side: the library default (each quantizer as its docs show
-it), edgekit's default (Backend.quantize, no budget) and the accuracy-aware int8 (edgekit.accuracy_aware
+it), edgekit's default (Backend.quantize, no budget) and the accuracy-aware int8 (edgekit.stages.search.search
 with the budget): top-1 agreement on the confident samples, mean logit cosine, latency ratios
 accuracy-aware / library default and / edgekit default (models loaded once, timed in alternating rounds,
 median of the per-round ratios), the layers kept in float and the time the search took.
@@ -34,21 +34,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from library_defaults import library_default_int8  # this script's folder
 from torch import nn
 
-from edgekit.accuracy_aware import SearchOptions, accuracy_aware_int8
-from edgekit.artifact import Artifact
-from edgekit.backends import get_backend
 from edgekit.backends.base import QuantOptions
-from edgekit.bench import BenchOptions, bench_runner
-from edgekit.data import open_data
-from edgekit.demo import DEMO_INPUT, calibration_dir, make_efficientnet_lite0
-from edgekit.errors import EdgekitError
-from edgekit.export import ExportOptions, export_onnx, save_pt2
-from edgekit.tensors import parse_input_spec
-from edgekit.validate import compare, run_outputs, run_reference
-
-from library_defaults import library_default_int8  # this script's folder
+from edgekit.backends.registry import get_backend
+from edgekit.core.artifact import Artifact
+from edgekit.core.data import open_data
+from edgekit.core.errors import EdgekitError
+from edgekit.core.tensors import parse_input_spec
+from edgekit.pipeline.demo import DEMO_INPUT, calibration_dir, make_efficientnet_lite0
+from edgekit.stages.bench import BenchOptions, bench_runner
+from edgekit.stages.export import ExportOptions, export_onnx, save_pt2
+from edgekit.stages.search.search import SearchOptions, accuracy_aware_int8
+from edgekit.stages.validate import compare, run_outputs, run_reference
 
 THREADS = 2
 OUTLIER_GAIN = 60.0

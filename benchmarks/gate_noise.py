@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.bench import BenchOptions
-from edgekit.deploy import DeployOptions, deploy
-from edgekit.gate import GateOptions, compare_latency
+from edgekit.pipeline.deploy import DeployOptions, deploy
+from edgekit.report.gate import GateOptions, compare_latency
+from edgekit.stages.bench import BenchOptions
 
 SLOWDOWN = 1.2
 LIMIT = 0.10
@@ -35,8 +35,8 @@ def small_model(root: Path) -> tuple[str, tuple, str]:
     import torch
     from torch import nn
 
-    from edgekit.export import ExportOptions, export_onnx
-    from edgekit.tensors import parse_input_spec
+    from edgekit.core.tensors import parse_input_spec
+    from edgekit.stages.export import ExportOptions, export_onnx
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
@@ -63,8 +63,8 @@ def main() -> None:
         Path(profile).write_text(f'name = "x86-onnxruntime-cpu-{args.threads}t"\n[hardware]\ngeneric = true\n'
                                  f'[runtime]\ntarget = "onnxruntime"\nprecision = "int8"\nthreads = {args.threads}\n')
     if args.demo:
-        from edgekit.demo import DEMO_INPUT, DEMO_MODEL, calibration_dir
-        from edgekit.tensors import parse_input_spec
+        from edgekit.core.tensors import parse_input_spec
+        from edgekit.pipeline.demo import DEMO_INPUT, DEMO_MODEL, calibration_dir
 
         photos = calibration_dir() / "photos"
         model, inputs, calib, val = DEMO_MODEL, (parse_input_spec(DEMO_INPUT),), str(photos / "calib"), str(photos / "val")

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from edgekit.artifact import Artifact
-from edgekit.backends import get_backend
 from edgekit.backends.base import CompileOptions, QuantOptions
 from edgekit.backends.onnxruntime import CalibrationReader
+from edgekit.backends.registry import get_backend
+from edgekit.core.artifact import Artifact
 
 MODELOPT_DEFAULTS = {"quantizer": "modelopt", "quantize_depthwise": True, "bias_correction": False}
 

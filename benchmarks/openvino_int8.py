@@ -35,20 +35,19 @@ from pathlib import Path
 
 import numpy as np
 
-
-from edgekit.artifact import Artifact
-from edgekit.backends import get_backend
 from edgekit.backends.base import CompileOptions, QuantOptions
-from edgekit.backends.openvino import OpenVinoRunner, RunSettings, import_openvino
-from edgekit.backends.openvino_nncf import import_nncf
-from edgekit.bench import BenchOptions, bench_runner
-from edgekit.data import open_data
-from edgekit.demo import DEMO_INPUT, calibration_dir, make_efficientnet_lite0
-from edgekit.export import ExportOptions, export_onnx
-from edgekit.hostinfo import cpu_info
-from edgekit.profiles import load_profile
-from edgekit.tensors import parse_input_spec
-from edgekit.validate import compare, run_outputs, run_reference
+from edgekit.backends.openvino.backend import OpenVinoRunner, RunSettings, import_openvino
+from edgekit.backends.openvino.nncf import import_nncf
+from edgekit.backends.registry import get_backend
+from edgekit.core.artifact import Artifact
+from edgekit.core.data import open_data
+from edgekit.core.hostinfo import cpu_info
+from edgekit.core.profiles import load_profile
+from edgekit.core.tensors import parse_input_spec
+from edgekit.pipeline.demo import DEMO_INPUT, calibration_dir, make_efficientnet_lite0
+from edgekit.stages.bench import BenchOptions, bench_runner
+from edgekit.stages.export import ExportOptions, export_onnx
+from edgekit.stages.validate import compare, run_outputs, run_reference
 
 THREADS = 2
 TARGETS = {"agreement_confident": 0.977, "cosine": 0.988, "latency_vs_nncf": 1.05, "vs_benchmark_app": 0.10}
@@ -59,7 +58,7 @@ def build_models(work: Path, calib) -> dict[str, Artifact]:
     if not onnx_path.exists():
         spec = parse_input_spec(DEMO_INPUT)
         export_onnx(make_efficientnet_lite0(), onnx_path, ExportOptions(inputs=(spec,), dynamic_batch=False),
-                    source_name="edgekit.demo:make_efficientnet_lite0")
+                    source_name="edgekit.pipeline.demo:make_efficientnet_lite0")
     reference = Artifact.load(onnx_path)
     backend, profile = get_backend("openvino"), load_profile("x86-openvino-cpu")
     options = dict(profile.runtime.options)

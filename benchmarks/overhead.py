@@ -33,9 +33,9 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from edgekit.artifact import Artifact
     from edgekit.backends.onnxruntime import ort_session
-    from edgekit.bench import BenchOptions, bench_artifact
+    from edgekit.core.artifact import Artifact
+    from edgekit.stages.bench import BenchOptions, bench_artifact
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or _export_demo(Path(tmp))
@@ -58,9 +58,9 @@ def main() -> None:
 
 
 def _export_demo(tmp: Path) -> Path:
-    from edgekit.demo import make_efficientnet_lite0
-    from edgekit.export import ExportOptions, export_onnx
-    from edgekit.tensors import parse_input_spec
+    from edgekit.core.tensors import parse_input_spec
+    from edgekit.pipeline.demo import make_efficientnet_lite0
+    from edgekit.stages.export import ExportOptions, export_onnx
 
     out = tmp / "efficientnet_lite0.onnx"
     export_onnx(make_efficientnet_lite0(), out, ExportOptions(inputs=(parse_input_spec("input:1x3x224x224"),)))

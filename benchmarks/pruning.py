@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekit.bench import BenchOptions, bench_runner
-from edgekit.prune import PruneOptions, prune_model
-from edgekit.prune_core import PruneSpec
-from edgekit.prune_recover import RecoveryOptions
-from edgekit.tensors import parse_input_spec
+from edgekit.core.tensors import parse_input_spec
+from edgekit.stages.bench import BenchOptions, bench_runner
+from edgekit.stages.prune.recover import RecoveryOptions
+from edgekit.stages.prune.run import PruneOptions, prune_model
+from edgekit.stages.prune.structure import PruneSpec
 
 DIGITS_SIZE = 64  # input side in pixels (digits are 8x8; upsampled so compute dominates)
 ROUNDS = 3
@@ -134,10 +134,10 @@ class _OpenVinoF32Runner:
 
 def open_runner(target: str, onnx_art, folder: Path, threads: int):
     """A runner through edgekit's backend for `target` (openvino falls back to a bare FP32 runner)."""
-    from edgekit.backends import get_backend
     from edgekit.backends.base import CompileOptions
-    from edgekit.errors import TargetUnavailableError
-    from edgekit.profiles import load_profile
+    from edgekit.backends.registry import get_backend
+    from edgekit.core.errors import TargetUnavailableError
+    from edgekit.core.profiles import load_profile
 
     profile = load_profile({"onnxruntime": "x86-onnxruntime-cpu", "openvino": "x86-openvino-cpu"}[target])
     try:
@@ -155,8 +155,8 @@ def open_runner(target: str, onnx_art, folder: Path, threads: int):
 
 def latency_pair(unpruned, pruned, spec, threads: int, tmp: Path) -> dict[str, tuple[float, float, str]]:
     """target -> (unpruned p50 ms, pruned p50 ms, how), alternating rounds."""
-    from edgekit.export import ExportOptions, export_onnx
-    from edgekit.tensors import random_feed
+    from edgekit.core.tensors import random_feed
+    from edgekit.stages.export import ExportOptions, export_onnx
 
     arts = []
     for name, model in (("unpruned", unpruned), ("pruned", pruned)):
@@ -236,7 +236,7 @@ def digits_experiment(threads: int, tmp: Path) -> bool:
 
 
 def efficientnet_experiment(threads: int, tmp: Path, epochs: int) -> None:
-    from edgekit.demo import calibration_dir, make_efficientnet_lite0
+    from edgekit.pipeline.demo import calibration_dir, make_efficientnet_lite0
 
     print("== EfficientNet-Lite0, input 1x3x224x224, 30% channels (multiples of 8) ==")
     photos = calibration_dir() / "photos"

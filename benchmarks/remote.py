@@ -27,14 +27,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from sshd import Sshd, keygen  # noqa: E402
 
-from edgekit.artifact import Artifact  # noqa: E402
 from edgekit.backends.onnxruntime import OnnxRuntimeRunner  # noqa: E402
-from edgekit.bench import BenchOptions, bench_artifact  # noqa: E402
-from edgekit.data import open_data  # noqa: E402
-from edgekit.remote import RemoteOptions  # noqa: E402
-from edgekit.remote_bench import bench_feed, bench_on_device, validate_on_device  # noqa: E402
-from edgekit.remote_ssh import SshSettings, parse_device_url  # noqa: E402
-from edgekit.validate import compare, run_outputs, run_reference  # noqa: E402
+from edgekit.core.artifact import Artifact  # noqa: E402
+from edgekit.core.data import open_data  # noqa: E402
+from edgekit.remote.bench import bench_feed, bench_on_device, validate_on_device  # noqa: E402
+from edgekit.remote.jobs import RemoteOptions  # noqa: E402
+from edgekit.remote.ssh import SshSettings, parse_device_url  # noqa: E402
+from edgekit.stages.bench import BenchOptions, bench_artifact  # noqa: E402
+from edgekit.stages.validate import compare, run_outputs, run_reference  # noqa: E402
 
 THREADS, ROUNDS = 2, 3
 OPTIONS = BenchOptions(warmup=10, min_runs=50, min_seconds=3.0)
@@ -49,9 +49,9 @@ def device_venv(root: Path) -> Path:
 
 
 def main() -> None:
-    from edgekit.demo import make_efficientnet_lite0
-    from edgekit.export import ExportOptions, export_onnx
-    from edgekit.tensors import parse_input_spec
+    from edgekit.core.tensors import parse_input_spec
+    from edgekit.pipeline.demo import make_efficientnet_lite0
+    from edgekit.stages.export import ExportOptions, export_onnx
 
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-remote-") as tmp:
         tmp = Path(tmp)

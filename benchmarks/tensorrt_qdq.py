@@ -52,10 +52,10 @@ def main() -> int:
 
 
 def run(work: Path, chosen: list[str]) -> list[dict]:
-    from edgekit.backends.tensorrt_modelopt import modelopt_installed
-    from edgekit.demo import calibration_dir, make_efficientnet_lite0
-    from edgekit.export import ExportOptions, export_onnx
-    from edgekit.tensors import parse_input_spec
+    from edgekit.backends.tensorrt.modelopt import modelopt_installed
+    from edgekit.core.tensors import parse_input_spec
+    from edgekit.pipeline.demo import calibration_dir, make_efficientnet_lite0
+    from edgekit.stages.export import ExportOptions, export_onnx
 
     spec = parse_input_spec("input:1x3x224x224")
     reference = export_onnx(make_efficientnet_lite0(), work / "efficientnet_lite0.onnx",
@@ -78,9 +78,9 @@ def run(work: Path, chosen: list[str]) -> list[dict]:
 
 
 def quantize(name: str, reference, calib_dir: Path, out: Path) -> tuple[Path, str]:
-    from edgekit.backends import get_backend
     from edgekit.backends.base import QuantOptions
-    from edgekit.data import open_data
+    from edgekit.backends.registry import get_backend
+    from edgekit.core.data import open_data
 
     calib = open_data(str(calib_dir), reference.inputs)
     if name == "plain":
@@ -101,7 +101,7 @@ def quantize(name: str, reference, calib_dir: Path, out: Path) -> tuple[Path, st
 
 
 def qdq_counts(path: Path) -> dict:
-    from edgekit.backends.tensorrt_qdq import summarize_qdq
+    from edgekit.backends.tensorrt.qdq import summarize_qdq
 
     s = summarize_qdq(onnx.load(str(path)))
     return {"quantize_nodes": s.quantize_nodes, "dequantize_nodes": s.dequantize_nodes,
@@ -110,18 +110,18 @@ def qdq_counts(path: Path) -> dict:
 
 
 def reference_outputs(reference, val_dir: Path):
-    from edgekit.backends import get_backend
-    from edgekit.data import open_data
-    from edgekit.validate import run_reference
+    from edgekit.backends.registry import get_backend
+    from edgekit.core.data import open_data
+    from edgekit.stages.validate import run_reference
 
     with get_backend("onnxruntime").runner(reference, threads=2) as runner:
         return run_reference(runner, open_data(str(val_dir), reference.inputs), "FP32 reference")
 
 
 def evaluate(path: Path, reference, val_dir: Path, ref) -> dict:
-    from edgekit.backends.tensorrt import CpuSimulationRunner
-    from edgekit.data import open_data
-    from edgekit.validate import compare, run_outputs
+    from edgekit.backends.tensorrt.backend import CpuSimulationRunner
+    from edgekit.core.data import open_data
+    from edgekit.stages.validate import compare, run_outputs
 
     with CpuSimulationRunner(path, 2, "int8") as runner:  # the Q/DQ arithmetic as written
         acc = compare(ref, run_outputs(runner, open_data(str(val_dir), reference.inputs), ref.output_names))

@@ -27,15 +27,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgekit.artifact import Artifact  # noqa: E402
-from edgekit.backends import get_backend  # noqa: E402
 from edgekit.backends.base import CompileOptions, QuantOptions  # noqa: E402
-from edgekit.backends.tflite_runner import Binding, IoMap, TfliteRunner  # noqa: E402
-from edgekit.data import open_data  # noqa: E402
-from edgekit.demo import DEMO_INPUT, make_efficientnet_lite0  # noqa: E402
-from edgekit.export import ExportOptions, export_onnx, save_pt2  # noqa: E402
-from edgekit.tensors import parse_input_spec  # noqa: E402
-from edgekit.validate import compare, run_outputs, run_reference  # noqa: E402
+from edgekit.backends.registry import get_backend  # noqa: E402
+from edgekit.backends.tflite.runner import Binding, IoMap, TfliteRunner  # noqa: E402
+from edgekit.core.artifact import Artifact  # noqa: E402
+from edgekit.core.data import open_data  # noqa: E402
+from edgekit.core.tensors import parse_input_spec  # noqa: E402
+from edgekit.pipeline.demo import DEMO_INPUT, make_efficientnet_lite0  # noqa: E402
+from edgekit.stages.export import ExportOptions, export_onnx, save_pt2  # noqa: E402
+from edgekit.stages.validate import compare, run_outputs, run_reference  # noqa: E402
 
 PHOTOS = ROOT / "calibration" / "photos"
 

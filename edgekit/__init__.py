@@ -1,3 +1,5 @@
 """edgekit: take trained models to edge devices, measured honestly."""
 
-__version__ = "0.1.0"
+from edgekit.core.version import __version__
+
+__all__ = ["__version__"]

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # `models` for factories given a
 
 from models import tiny_cnn, two_input  # noqa: E402
 
-from edgekit.export import ExportOptions, export_onnx  # noqa: E402
-from edgekit.tensors import parse_input_spec  # noqa: E402
+from edgekit.core.tensors import parse_input_spec  # noqa: E402
+from edgekit.stages.export import ExportOptions, export_onnx  # noqa: E402
 
 TINY_INPUT = "input:1x3x32x32"
 MODELS_FILE = Path(__file__).parent / "models.py"
@@ -73,7 +73,7 @@ def two_input_data(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def cli():
-    from edgekit.cli import main
+    from edgekit.cli.main import main
 
     runner = CliRunner()
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from edgekit.artifact import Artifact
-from edgekit.data import open_data
-from edgekit.export import ExportOptions, export_onnx
-from edgekit.tensors import parse_input_spec
-from edgekit.validate import validate_artifact
+from edgekit.core.artifact import Artifact
+from edgekit.core.data import open_data
+from edgekit.core.tensors import parse_input_spec
+from edgekit.stages.export import ExportOptions, export_onnx
+from edgekit.stages.validate import validate_artifact
 
 OUTLIER = 2000.0
 BUDGET = "5"  # points of top-1 disagreement on confident samples
@@ -186,7 +186,7 @@ def test_deploy_with_budget_reports_float_layers(cli, planted, tiny_data, tmp_pa
 def test_inspect_quant_ranks_the_planted_op_first_in_a_tflite(cli, tiny_data, tmp_path):
     pytest.importorskip("ai_edge_quantizer")
     pytest.importorskip("litert_torch")
-    from edgekit.export import save_pt2
+    from edgekit.stages.export import save_pt2
 
     # a milder outlier: ai-edge-quantizer refuses the 2000x model outright (constant int8 output)
     pt2 = save_pt2(Planted(outlier=500.0).eval(), tmp_path / "planted.pt2", [parse_input_spec("input:1x3x32x32")])
@@ -229,8 +229,8 @@ def test_the_profile_budgets_start_the_search_without_a_flag(cli, planted, tiny_
 def test_search_variants_follow_the_model_and_the_target(planted, tmp_path):
     from test_smoothquant import TinyTransformer
 
-    from edgekit.search_variants import OPENVINO_ATTENTION, calibration_variants
     from edgekit.backends.base import QuantOptions
+    from edgekit.stages.search.variants import OPENVINO_ATTENTION, calibration_variants
 
     transformer = tmp_path / "transformer.onnx"
     torch.manual_seed(0)

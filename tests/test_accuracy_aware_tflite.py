@@ -24,13 +24,13 @@ pytest.importorskip("ai_edge_quantizer")
 import torch  # noqa: E402
 from test_accuracy_aware import BUDGET, Planted  # noqa: E402
 
-from edgekit.artifact import Artifact  # noqa: E402
-from edgekit.backends import get_backend  # noqa: E402
-from edgekit.backends import tflite_flatbuffer as fb  # noqa: E402
 from edgekit.backends.base import QuantOptions  # noqa: E402
-from edgekit.data import open_data  # noqa: E402
-from edgekit.export import ExportOptions, export_onnx, save_pt2  # noqa: E402
-from edgekit.tensors import parse_input_spec  # noqa: E402
+from edgekit.backends.registry import get_backend  # noqa: E402
+from edgekit.backends.tflite import flatbuffer as fb  # noqa: E402
+from edgekit.core.artifact import Artifact  # noqa: E402
+from edgekit.core.data import open_data  # noqa: E402
+from edgekit.core.tensors import parse_input_spec  # noqa: E402
+from edgekit.stages.export import ExportOptions, export_onnx, save_pt2  # noqa: E402
 
 INPUT = parse_input_spec("input:1x3x32x32")
 OUTLIER = 300.0

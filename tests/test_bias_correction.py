@@ -1,4 +1,4 @@
-"""Bias correction of the ONNX Runtime Q/DQ int8 (edgekit.qdq_bias_correction) on a model built to need it.
+"""Bias correction of the ONNX Runtime Q/DQ int8 (edgekit.onnx.bias_correction) on a model built to need it.
 
 A depthwise conv with one large weight a channel and eight small positive ones, after a ReLU6 (inputs with
 a clearly positive mean): per-channel int8 weight steps are sized by the large weight, so the small ones
@@ -17,13 +17,13 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from edgekit.artifact import Artifact
-from edgekit.backends import get_backend
 from edgekit.backends.base import QuantOptions
-from edgekit.data import open_data
-from edgekit.errors import InvalidInputError
-from edgekit.export import ExportOptions, export_onnx
-from edgekit.tensors import parse_input_spec
+from edgekit.backends.registry import get_backend
+from edgekit.core.artifact import Artifact
+from edgekit.core.data import open_data
+from edgekit.core.errors import InvalidInputError
+from edgekit.core.tensors import parse_input_spec
+from edgekit.stages.export import ExportOptions, export_onnx
 
 INPUT = parse_input_spec("input:1x3x32x32")
 

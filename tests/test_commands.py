@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekit.artifact import Artifact
+from edgekit.core.artifact import Artifact
 
 FAST_BENCH = ("--min-seconds", "0.2")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.config import key_lines, load_config
-from edgekit.errors import InvalidInputError
+from edgekit.core.errors import InvalidInputError
+from edgekit.pipeline.config import key_lines, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "ci" / "edgekit.toml"
@@ -78,9 +78,9 @@ def test_paths_are_relative_to_the_config_file(project, tmp_path, monkeypatch):
 
 def test_module_factory_is_not_a_path(tmp_path):
     cfg = tmp_path / "edgekit.toml"
-    cfg.write_text('[model]\nsource = "edgekit.demo:make_efficientnet_lite0"\ninputs = ["input:1x3x224x224"]\n')
+    cfg.write_text('[model]\nsource = "edgekit.pipeline.demo:make_efficientnet_lite0"\ninputs = ["input:1x3x224x224"]\n')
     config = load_config(cfg)
-    assert config.model == "edgekit.demo:make_efficientnet_lite0"
+    assert config.model == "edgekit.pipeline.demo:make_efficientnet_lite0"
     assert config.get("model", "inputs")[0].shape == (1, 3, 224, 224)
     (tmp_path / "net.py").write_text("def make():\n    pass\n")
     cfg.write_text('[model]\nsource = "net.py:make"\n')

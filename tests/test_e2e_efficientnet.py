@@ -9,7 +9,7 @@ pytest.importorskip("efficientnet_lite_pytorch")
 
 @pytest.mark.slow
 def test_deploy_efficientnet_lite0_onnxruntime(cli, tmp_path):
-    from edgekit.demo import DEMO_INPUT, DEMO_MODEL, calibration_dir
+    from edgekit.pipeline.demo import DEMO_INPUT, DEMO_MODEL, calibration_dir
 
     photos = calibration_dir() / "photos"
     r = cli("deploy", DEMO_MODEL, "--input", DEMO_INPUT, "--profile", "x86-onnxruntime-cpu",

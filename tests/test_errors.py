@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-EDGEKIT = [sys.executable, "-m", "edgekit.cli"]
+EDGEKIT = [sys.executable, "-m", "edgekit.cli.main"]
 
 
 def _no_traceback(text: str):
@@ -117,7 +117,7 @@ import pkgutil, importlib, edgekit
 from click.testing import CliRunner
 for m in pkgutil.walk_packages(edgekit.__path__, "edgekit."):
     importlib.import_module(m.name)
-from edgekit.cli import main
+from edgekit.cli.main import main
 runner = CliRunner()
 def walk(group, prefix):
     for name, cmd in group.commands.items():
@@ -134,7 +134,7 @@ print("ok", len(main.commands))
 
 
 def test_missing_runtime_is_exit_3_with_install_hint(tiny_onnx, tmp_path):
-    code = "from edgekit.cli import main; main()"
+    code = "from edgekit.cli.main import main; main()"
     r = _run_blocked(code, "compile", tiny_onnx, "--target", "openvino", "-o", tmp_path)
     assert r.returncode == 3, r.stderr
     _no_traceback(r.stderr)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from models import tiny_cnn
 
-from edgekit.bench import BenchOptions
-from edgekit.deploy import DeployOptions, deploy
-from edgekit.export import ExportOptions, export_onnx
-from edgekit.gate import GateOptions, check_report, compare_latency, make_baseline, parse_increase
-from edgekit.tensors import parse_input_spec
+from edgekit.core.tensors import parse_input_spec
+from edgekit.pipeline.deploy import DeployOptions, deploy
+from edgekit.report.gate import GateOptions, check_report, compare_latency, make_baseline, parse_increase
+from edgekit.stages.bench import BenchOptions
+from edgekit.stages.export import ExportOptions, export_onnx
 
 PROFILE = "ci-cpu-1thread"
 # One inference thread: on a shared 2-core runner the paired machine-speed probe tracks a
@@ -118,7 +118,7 @@ def baseline_file(clean_runs, tmp_path_factory, cli) -> Path:
 def cli():
     from click.testing import CliRunner
 
-    from edgekit.cli import main
+    from edgekit.cli.main import main
 
     runner = CliRunner()
 
@@ -349,7 +349,7 @@ def test_accuracy_on_different_validation_data_warns(clean_runs):
 
 def test_slowdown_while_the_machine_itself_drifted_is_a_warning_not_a_failure():
     """Measured in CI: probe +40%, an unchanged tiny model +97%; the probe cannot correct that much."""
-    from edgekit.gate import compare_latency
+    from edgekit.report.gate import compare_latency
 
     rng = np.random.default_rng(0)
     base_samples, base_probe = 0.05 + 0.002 * rng.random(200), 0.25 + 0.01 * rng.random(200)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgekit.data import DataSource, parse_preprocess
-from edgekit.errors import InvalidInputError
-from edgekit.tensors import TensorSpec, parse_input_spec
+from edgekit.core.data import DataSource, parse_preprocess
+from edgekit.core.errors import InvalidInputError
+from edgekit.core.tensors import TensorSpec, parse_input_spec
 
 IMG = TensorSpec("input", (None, 3, 32, 32))
 
@@ -98,7 +98,7 @@ def test_image_folder_labels_file_and_folder_spec(tmp_path):
 def test_image_folder_streams_one_image_at_a_time(tmp_path, monkeypatch):
     """A large folder is never decoded at once: iteration is lazy."""
     _write_images(tmp_path, 50)
-    import edgekit.data as data
+    import edgekit.core.data as data
 
     decoded = []
     real = data.load_image

@@ -9,12 +9,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekit.artifact import Artifact
-from edgekit.backends import get_backend
 from edgekit.backends.base import CompileOptions, QuantOptions
-from edgekit.data import open_data
-from edgekit.errors import InvalidInputError, TargetUnavailableError
-from edgekit.profiles import parse_profile
+from edgekit.backends.registry import get_backend
+from edgekit.core.artifact import Artifact
+from edgekit.core.data import open_data
+from edgekit.core.errors import InvalidInputError, TargetUnavailableError
+from edgekit.core.profiles import parse_profile
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -231,9 +231,9 @@ def _attention_onnx(path):
 
 
 def test_nncf_settings_follow_model_type_cpu_and_profile(tiny_onnx, tmp_path):
-    from edgekit.backends.openvino import load_model
-    from edgekit.backends.openvino_nncf import VNNI_FLAGS, choose_settings
-    from edgekit.hostinfo import cpu_info
+    from edgekit.backends.openvino.backend import load_model
+    from edgekit.backends.openvino.nncf import VNNI_FLAGS, choose_settings
+    from edgekit.core.hostinfo import cpu_info
 
     attention = load_model(Artifact.load(_attention_onnx(tmp_path / "attn.onnx")))
     s = choose_settings(*attention, 10, QuantOptions(max_samples=4))
@@ -383,7 +383,7 @@ def test_ir_without_bin_is_invalid_input(ov, fp32_ir, tmp_path):
 
 
 def test_node_index_maps_openvino_names_to_onnx_nodes(tiny_onnx):
-    from edgekit.backends.openvino_graph import NodeIndex
+    from edgekit.backends.openvino.graph import NodeIndex
 
     index = NodeIndex.from_onnx(tiny_onnx)
     node = index.find_in("[CPU] Convolution node with name 'node_Conv_35/WithoutBiases' failed")

@@ -11,12 +11,12 @@ import torch
 from models import tiny_cnn, two_input
 from torch import nn
 
-from edgekit.artifact import Artifact
-from edgekit.errors import InvalidInputError
-from edgekit.prune import PruneOptions, prune_model
-from edgekit.prune_core import PruneSpec, is_2_4_sparse, layer_widths, sparsify_2_4
-from edgekit.prune_recover import Batches, RecoveryOptions, distill, reestimate_batchnorm
-from edgekit.tensors import parse_input_spec
+from edgekit.core.artifact import Artifact
+from edgekit.core.errors import InvalidInputError
+from edgekit.core.tensors import parse_input_spec
+from edgekit.stages.prune.recover import Batches, RecoveryOptions, distill, reestimate_batchnorm
+from edgekit.stages.prune.run import PruneOptions, prune_model
+from edgekit.stages.prune.structure import PruneSpec, is_2_4_sparse, layer_widths, sparsify_2_4
 
 pytest.importorskip("torch_pruning")
 
@@ -125,7 +125,7 @@ def test_ignore_pattern_and_bad_pattern():
 
 
 def test_batchnorm_reestimation_measures_the_data(tiny_data):
-    from edgekit.data import open_data
+    from edgekit.core.data import open_data
 
     result = prune_model(tiny_cnn(), PruneOptions(spec=PruneSpec(ratio=0.5), inputs=TINY))
     model = result.model
@@ -143,8 +143,8 @@ def test_batchnorm_reestimation_measures_the_data(tiny_data):
 def test_batchnorm_reestimation_reverted_when_it_matches_worse(tiny_data):
     import copy
 
-    from edgekit.data import open_data
-    from edgekit.prune_recover import reestimate_batchnorm_checked
+    from edgekit.core.data import open_data
+    from edgekit.stages.prune.recover import reestimate_batchnorm_checked
 
     teacher = tiny_cnn()
     student = copy.deepcopy(teacher)  # identical: new statistics can only move it away from the teacher
@@ -155,7 +155,7 @@ def test_batchnorm_reestimation_reverted_when_it_matches_worse(tiny_data):
 
 
 def test_distillation_lowers_loss_and_keeps_2_4_pattern(tiny_data):
-    from edgekit.data import open_data
+    from edgekit.core.data import open_data
 
     teacher = tiny_cnn()
     result = prune_model(teacher, PruneOptions(spec=PruneSpec(ratio=0.5, pattern="2:4"), inputs=TINY))
@@ -271,7 +271,7 @@ def test_bad_inputs_exit_2_without_files(cli, tmp_path):
 
 
 def test_exported_op_that_cannot_be_pruned_is_named(cli, tmp_path):
-    from edgekit.export import save_pt2
+    from edgekit.stages.export import save_pt2
 
     pt2 = tmp_path / "scaled.pt2"
     save_pt2(make_scaled_net(), pt2, [parse_input_spec("x:1x3x8x8")])

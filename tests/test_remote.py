@@ -22,26 +22,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from sshd import SSHD, Sshd, keygen
 
-from edgekit.artifact import Artifact
 from edgekit.backends.onnxruntime import OnnxRuntimeRunner
-from edgekit.bench import BenchOptions, bench_artifact
-from edgekit.data import open_data
-from edgekit.errors import BackendError, InvalidInputError, TargetUnavailableError
-from edgekit.remote import RemoteOptions, device_check
-from edgekit.remote_bench import bench_feed, bench_on_device, outputs_on_device
-from edgekit.remote_fleet import DeviceArgs, load_devices_file
-from edgekit.remote_ssh import SshSettings, classify_ssh_error, parse_device_url
-from edgekit.validate import run_outputs
+from edgekit.core.artifact import Artifact
+from edgekit.core.data import open_data
+from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError
+from edgekit.remote.bench import bench_feed, bench_on_device, outputs_on_device
+from edgekit.remote.fleet import DeviceArgs, load_devices_file
+from edgekit.remote.jobs import RemoteOptions, device_check
+from edgekit.remote.ssh import SshSettings, classify_ssh_error, parse_device_url
+from edgekit.stages.bench import BenchOptions, bench_artifact
+from edgekit.stages.validate import run_outputs
 
 pytestmark = [
     pytest.mark.ssh,
     pytest.mark.skipif(not os.access(SSHD, os.X_OK), reason=f"needs OpenSSH's server ({SSHD}): "
                        "apt-get install openssh-server"),
 ]
-EDGEKIT_DIR = Path(__file__).resolve().parent.parent / "edgekit"
+EDGEKIT_DIR = Path(__file__).resolve().parent.parent / "edgekit" / "device"
 QUICK = BenchOptions(warmup=2, min_runs=20, min_seconds=0.3)
 LONG = BenchOptions(warmup=2, min_runs=20, min_seconds=30.0)  # still running when a test breaks something
 
@@ -489,7 +488,7 @@ def test_tensorrt_build_plan_and_trtexec_command(monkeypatch):
 
 def test_openvino_over_ssh_matches_the_local_runner(server, tiny_onnx, tiny_data, tmp_path):
     ov = pytest.importorskip("openvino")
-    from edgekit.backends import get_backend
+    from edgekit.backends.registry import get_backend
 
     source = Artifact.load(tiny_onnx)
     xml = tmp_path / "tiny.xml"

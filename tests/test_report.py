@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.bench import BenchOptions
-from edgekit.deploy import DeployOptions, deploy
-from edgekit.report import MAX_SAMPLES, TABLE_COLUMNS, compact_samples, render_html, render_markdown
+from edgekit.pipeline.deploy import DeployOptions, deploy
+from edgekit.report.writer import MAX_SAMPLES, TABLE_COLUMNS, compact_samples, render_html, render_markdown
+from edgekit.stages.bench import BenchOptions
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from test_accuracy_aware import BUDGET, planted, planted_node  # noqa: F401  (planted: the fixture)
 from test_report import Page
 
-from edgekit.report import render_html, render_markdown, report_notes
-from edgekit.report_search import search_markdown, searched_sections
+from edgekit.report.search import search_markdown, searched_sections
+from edgekit.report.writer import render_html, render_markdown, report_notes
 
 
 @pytest.fixture(scope="module")
 def deployed(planted, tiny_data, tmp_path_factory):  # noqa: F811
     """One deploy of the planted model to ONNX Runtime, fp32 and int8, with an accuracy budget."""
-    from edgekit.cli import main
+    from edgekit.cli.main import main
 
     out = tmp_path_factory.mktemp("searched")
     args = ["deploy", str(planted), "--profile", "x86-onnxruntime-cpu", "--calib", str(tiny_data),

@@ -1,6 +1,6 @@
 import numpy as np
 
-from edgekit.artifact import Artifact
+from edgekit.core.artifact import Artifact
 
 
 def test_tiny_fixture_exports(tiny_onnx):

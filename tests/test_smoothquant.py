@@ -1,4 +1,4 @@
-"""SmoothQuant (edgekit.smoothquant and the `smooth_quant` option of the int8 targets) on a tiny pre-LN
+"""SmoothQuant (edgekit.onnx.smoothquant and the `smooth_quant` option of the int8 targets) on a tiny pre-LN
 transformer with two planted 60x LayerNorm feature dims, as trained transformers have."""
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from edgekit.artifact import Artifact
-from edgekit.backends import get_backend
 from edgekit.backends.base import QuantOptions
-from edgekit.data import open_data
-from edgekit.errors import InvalidInputError
-from edgekit.export import ExportOptions, export_onnx
-from edgekit.smoothquant import find_groups, smooth_onnx
-from edgekit.tensors import parse_input_spec
-from edgekit.validate import compare, run_outputs, run_reference
+from edgekit.backends.registry import get_backend
+from edgekit.core.artifact import Artifact
+from edgekit.core.data import open_data
+from edgekit.core.errors import InvalidInputError
+from edgekit.core.tensors import parse_input_spec
+from edgekit.onnx.smoothquant import find_groups, smooth_onnx
+from edgekit.stages.export import ExportOptions, export_onnx
+from edgekit.stages.validate import compare, run_outputs, run_reference
 
 D, SEQ, OUTLIER_GAIN = 64, 16, 60.0
 

@@ -14,17 +14,24 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from edgekit.artifact import Artifact
-from edgekit.backends import get_backend
 from edgekit.backends.base import CompileOptions, QuantOptions
-from edgekit.backends.tensorrt_modelopt import modelopt_installed
-from edgekit.backends.tensorrt_plan import (BuildSettings, DeviceFacts, TrtVersion, check_engine_compatible,
-                                            plan_build, shape_profiles, timing_cache_name)
-from edgekit.backends.tensorrt_qdq import QdqSettings, name_unnamed_nodes, plan_placement, summarize_qdq
-from edgekit.data import open_data
-from edgekit.errors import InvalidInputError, TargetUnavailableError
-from edgekit.tensors import TensorSpec, parse_input_spec
-from edgekit.validate import compare, run_outputs, run_reference
+from edgekit.backends.registry import get_backend
+from edgekit.backends.tensorrt.modelopt import modelopt_installed
+from edgekit.backends.tensorrt.plan import (
+    BuildSettings,
+    DeviceFacts,
+    TrtVersion,
+    check_engine_compatible,
+    plan_build,
+    shape_profiles,
+    timing_cache_name,
+)
+from edgekit.backends.tensorrt.qdq import QdqSettings, name_unnamed_nodes, plan_placement, summarize_qdq
+from edgekit.core.artifact import Artifact
+from edgekit.core.data import open_data
+from edgekit.core.errors import InvalidInputError, TargetUnavailableError
+from edgekit.core.tensors import TensorSpec, parse_input_spec
+from edgekit.stages.validate import compare, run_outputs, run_reference
 
 
 def _has_tensorrt() -> bool:
@@ -244,7 +251,7 @@ def _overflowing_model(path: Path) -> Path:
 
 def test_fp16_keeps_float32_where_fp16_overflows(tmp_path):
     pytest.importorskip("onnxconverter_common")
-    from edgekit.backends.tensorrt_fp16 import convert_to_fp16
+    from edgekit.backends.tensorrt.fp16 import convert_to_fp16
 
     src = _overflowing_model(tmp_path / "over.onnx")
     data = tmp_path / "x.npy"
@@ -437,7 +444,7 @@ def test_engine_outputs_match_onnx_runtime(gpu_engine, ort_qdq, tiny_onnx, tiny_
 
 @pytest.mark.tensorrt
 def test_engine_bench_has_trtexec_figures(gpu_engine):
-    from edgekit.bench import BenchOptions, bench_artifact
+    from edgekit.stages.bench import BenchOptions, bench_artifact
 
     block = bench_artifact(gpu_engine, None, BenchOptions(warmup=5, min_runs=20, min_seconds=0.2))
     dev = block["device_timing"]
@@ -448,7 +455,7 @@ def test_engine_bench_has_trtexec_figures(gpu_engine):
 
 @pytest.mark.tensorrt
 def test_cuda_graph_runner_matches(gpu_engine, tiny_data):
-    from edgekit.backends.tensorrt_runner import TensorRtRunner
+    from edgekit.backends.tensorrt.runner import TensorRtRunner
 
     x = {"input": np.load(tiny_data)[:1]}
     with TensorRtRunner(gpu_engine.path) as plain, TensorRtRunner(gpu_engine.path, cuda_graph=True) as graphed:
@@ -473,7 +480,7 @@ def test_engine_from_other_tensorrt_is_refused(gpu_engine, tmp_path):
 
 @pytest.mark.tensorrt
 def test_parser_errors_name_the_node(tmp_path):
-    from edgekit.errors import BackendError
+    from edgekit.core.errors import BackendError
 
     node = helper.make_node("NoSuchOp", ["x"], ["y"], name="mystery_node", domain="edgekit.test")
     graph = helper.make_graph([node], "bad", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],

@@ -18,13 +18,13 @@ pytest.importorskip("ai_edge_quantizer")
 import torch  # noqa: E402
 from models import tiny_cnn  # noqa: E402
 
-from edgekit.artifact import Artifact  # noqa: E402
-from edgekit.backends import get_backend  # noqa: E402
 from edgekit.backends.base import CompileOptions, QuantOptions  # noqa: E402
-from edgekit.data import open_data  # noqa: E402
-from edgekit.errors import InvalidInputError  # noqa: E402
-from edgekit.export import save_pt2  # noqa: E402
-from edgekit.tensors import parse_input_spec  # noqa: E402
+from edgekit.backends.registry import get_backend  # noqa: E402
+from edgekit.core.artifact import Artifact  # noqa: E402
+from edgekit.core.data import open_data  # noqa: E402
+from edgekit.core.errors import InvalidInputError  # noqa: E402
+from edgekit.core.tensors import parse_input_spec  # noqa: E402
+from edgekit.stages.export import save_pt2  # noqa: E402
 
 TINY = parse_input_spec("input:1x3x32x32")
 
@@ -192,7 +192,7 @@ def test_two_input_onnx_maps_each_input(backend, two_input_onnx, two_input_data,
 def test_onnx2tf_child_refuses_the_network():
     """The audit hook the onnx2tf child installs: any outbound connection fails before it is made."""
     code = ("import socket, sys\n"
-            "from edgekit.backends.tflite_onnx2tf import _refuse_network\n"
+            "from edgekit.backends.tflite.onnx2tf import _refuse_network\n"
             "sys.addaudithook(_refuse_network)\n"
             "socket.create_connection(('127.0.0.1', 9), timeout=1)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -201,7 +201,7 @@ def test_onnx2tf_child_refuses_the_network():
 
 
 def test_onnx2tf_sample_images_come_from_the_users_data(tiny_data):
-    from edgekit.backends.tflite_convert import sample_images
+    from edgekit.backends.tflite.convert import sample_images
 
     x = np.load(tiny_data)
     images = sample_images([TINY], [{"input": x[i:i + 1]} for i in range(30)])
@@ -224,7 +224,7 @@ def test_bare_tflite_without_sidecar_guesses_channels_last(backend, tmp_path, ti
     """A .tflite from elsewhere (no sidecar): NCHW specs map onto an NHWC model by shape."""
     import litert_torch
 
-    from edgekit.backends.tflite_runner import TfliteRunner
+    from edgekit.backends.tflite.runner import TfliteRunner
 
     class Nhwc(torch.nn.Module):  # a model that really is channels-last at its input
         def forward(self, x):
@@ -338,12 +338,12 @@ def test_deploy_to_raspberry_pi_profile(cli, tiny_data, tmp_path):
 def test_backend_imports_no_runtime_and_says_what_to_install(tmp_path):
     code = ("import sys\n"
             "for m in ('ai_edge_litert', 'tflite_runtime'): sys.modules[m] = None\n"
-            "import edgekit.backends.tflite as t\n"
+            "import edgekit.backends.tflite.backend as t\n"
             "heavy = ('litert_torch', 'ai_edge_quantizer', 'tensorflow', 'onnx2tf', 'torch')\n"
             "heavy = [m for m in heavy if m in sys.modules]\n"
             "assert not heavy, heavy\n"
-            "from edgekit.backends import get_backend\n"
-            "from edgekit.errors import TargetUnavailableError\n"
+            "from edgekit.backends.registry import get_backend\n"
+            "from edgekit.core.errors import TargetUnavailableError\n"
             "try:\n"
             "    get_backend('tflite').check_available()\n"
             "except TargetUnavailableError as e:\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Artifact
-from ..tensors import TensorSpec
+from edgekit.core.artifact import Artifact
+from edgekit.core.tensors import TensorSpec
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Artifact
-from ..atomic import atomic_path
-from ..errors import BackendError, InvalidInputError, TargetUnavailableError
-from ..hostinfo import cpu_info, package_version
-from ..onnx_model import graph_inputs, load_onnx
-from ..progress import progress_iter
-from ..tensors import TensorSpec
-from .base import Backend, CompileOptions, QuantOptions, Runner
+from edgekit.backends.base import Backend, CompileOptions, QuantOptions, Runner
+from edgekit.core.artifact import Artifact
+from edgekit.core.atomic import atomic_path
+from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError
+from edgekit.core.hostinfo import cpu_info, package_version
+from edgekit.core.onnx_model import graph_inputs, load_onnx
+from edgekit.core.progress import progress_iter
+from edgekit.core.tensors import TensorSpec
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
@@ -46,7 +46,7 @@ class OnnxRuntimeBackend(Backend):
         reduce_range = activation == "uint8" and not _has_vnni()
         out = Path(out_dir) / f"{source.path.stem}.int8.onnx"
         with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp:
-            from ..smoothquant import smooth_for_quantization
+            from edgekit.onnx.smoothquant import smooth_for_quantization
 
             smoothed, smoothing = smooth_for_quantization(source.path, Path(tmp), calib, options.extra,
                                                           options.max_samples)
@@ -76,7 +76,7 @@ class OnnxRuntimeBackend(Backend):
                     raise BackendError(f"onnxruntime quantize_static failed: {_first_line(e)}") from e
                 correction = {"bias_correction": False}
                 if bias_correction(options):
-                    from ..qdq_bias_correction import correct_qdq_biases
+                    from edgekit.onnx.bias_correction import correct_qdq_biases
 
                     correction = {"bias_correction": True,
                                   **correct_qdq_biases(prepared, Path(tmp_out), calib, options.max_samples)}

@@ -1,0 +1,152 @@
+"""TFLite / LiteRT target: .tflite from PyTorch (litert-torch) or ONNX (onnx2tf), int8/fp16, LiteRT runner.
+
+- compile: `.pt2` -> litert-torch (no TensorFlow), ONNX -> onnx2tf (extra `tflite-onnx`);
+  fp16 casts the weights. int8 needs calibration data, so it goes through `quantize`.
+- quantize: the float .tflite, then ai-edge-quantizer static int8 with edgekit's calibration and
+  bias correction (tflite_quant.py). Float I/O unless `int8_io` (profile option / --int8-io).
+- runner: ai-edge-litert's Interpreter (XNNPACK), or tflite-runtime; NCHW in and out.
+Every runtime library is imported inside functions, so `import edgekit` needs none of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgekit.backends.base import Backend, CompileOptions, QuantOptions, Runner
+from edgekit.backends.tflite.runner import IoMap, TfliteRunner, interpreter_class, signature_inputs, to_model_layout
+from edgekit.core.artifact import Artifact
+from edgekit.core.atomic import atomic_path
+from edgekit.core.errors import InvalidInputError
+from edgekit.core.hostinfo import package_version
+from edgekit.core.tensors import TensorSpec
+
+PACKAGES = ("ai-edge-litert", "litert-torch", "ai-edge-quantizer", "onnx2tf", "tensorflow", "tflite-runtime")
+QUANTIZE_HINT = "edgekit quantize MODEL --target tflite --calib DATA -o DIR"
+# QuantOptions.extra key: false keeps an int8 model whose output is one value for every sample (the
+# accuracy search measures it and keeps layers in float, rather than stopping at the first int8)
+REFUSE_CONSTANT_OUTPUT = "refuse_constant_output"
+
+
+class TfliteBackend(Backend):
+    name = "tflite"
+    deploy_format = "tflite"
+    prefers_pytorch = True  # deploy hands over the torch.export .pt2 when the model came from PyTorch
+
+    def check_available(self) -> None:
+        interpreter_class()
+
+    def versions(self) -> dict[str, str]:
+        found = {p: v for p in PACKAGES if (v := package_version(p))}
+        if "ai-edge-litert" not in found and "tflite-runtime" not in found:
+            found["ai-edge-litert"] = "missing"
+        return found
+
+    # ---- compile -----------------------------------------------------------------------------
+
+    def compile(self, source: Artifact, profile, out_dir: Path, options: CompileOptions) -> Artifact:
+        self.check_available()
+        precision = options.precision
+        if source.format == "tflite":
+            return self._recast(source, precision, Path(out_dir))
+        if precision == "int8":
+            raise InvalidInputError("an int8 .tflite needs calibration data, which `compile` does not take",
+                                    hint=QUANTIZE_HINT)
+        if precision not in ("fp32", "fp16"):
+            raise InvalidInputError(f"unknown precision '{precision}' for the tflite target", hint="fp32, fp16 or int8")
+        from edgekit.backends.tflite.convert import convert
+
+        conv = convert(source, tuple(options.inputs))
+        model, extra = conv.model, {}
+        if precision == "fp16":
+            from edgekit.backends.tflite.quant import cast_fp16
+
+            model, extra = cast_fp16(model)
+        suffix = ".tflite" if precision == "fp32" else f".{precision}.tflite"
+        return _save(model, Path(out_dir) / f"{source.path.stem}{suffix}", precision, conv.inputs, conv.outputs,
+                     conv.io, {"from": source.path.name, **conv.provenance, **extra})
+
+    def _recast(self, source: Artifact, precision: str, out_dir: Path) -> Artifact:
+        """A .tflite is already deployable; fp32 -> fp16 is the one change compile can make to it."""
+        if precision == source.precision:
+            return source
+        if precision == "fp16" and source.precision == "fp32":
+            from edgekit.backends.tflite.quant import cast_fp16
+
+            model, extra = cast_fp16(source.path.read_bytes())
+            io = IoMap.from_dict(source.provenance.get("io"))
+            return _save(model, out_dir / f"{source.path.stem}.fp16.tflite", "fp16", source.inputs, source.outputs,
+                         io, {**source.provenance, "from": source.path.name, **extra})
+        if precision == "int8":
+            raise InvalidInputError(f"{source.path.name} is a {source.precision} .tflite; int8 needs calibration data",
+                                    hint=QUANTIZE_HINT)
+        raise InvalidInputError(f"cannot turn a {source.precision} .tflite into {precision}",
+                                hint="compile the .pt2 or ONNX model again")
+
+    # ---- quantize ----------------------------------------------------------------------------
+
+    def quantize(self, source: Artifact, calib, options: QuantOptions, out_dir: Path) -> Artifact:
+        self.check_available()
+        from edgekit.backends.tflite.quant import Int8Settings, quantize_int8
+
+        if options.method != "minmax":
+            raise InvalidInputError(f"the tflite target calibrates with minmax, not {options.method}",
+                                    hint="drop --method or use --method minmax")
+        float_model, inputs, outputs, io, provenance = self._float_source(source, calib)
+        settings = Int8Settings(
+            per_channel=options.per_channel, int8_io=bool(options.extra.get("int8_io", False)),
+            exclude=tuple(options.exclude), bias_correction=bool(options.extra.get("bias_correction", True)),
+            max_samples=options.max_samples,
+            refuse_constant_output=bool(options.extra.get(REFUSE_CONSTANT_OUTPUT, True)),
+        )
+
+        dtypes = {name: d["dtype"] for name, d in signature_inputs(float_model).items()}
+
+        def samples():  # calibration feeds in the .tflite's own layout and dtypes, keyed by signature name
+            for sample in calib:
+                yield {b.name: to_model_layout(sample.feed[b.name], b.perm).astype(dtypes[b.name], copy=False)
+                       for b in io.inputs}
+
+        model, info = quantize_int8(float_model, samples, len(calib), settings)
+        return _save(model, Path(out_dir) / f"{source.path.stem}.int8.tflite", "int8", inputs, outputs, io,
+                     {"from": source.path.name, **provenance, **info})
+
+    def _float_source(self, source: Artifact, calib):
+        """(float .tflite bytes, ONNX-layout inputs, outputs, IoMap, provenance) for any accepted source."""
+        if source.format == "tflite":
+            if source.precision != "fp32":
+                raise InvalidInputError(f"{source.path.name} is already {source.precision}; quantize the fp32 model")
+            io = IoMap.from_dict(source.provenance.get("io"))
+            if io is None:
+                raise InvalidInputError(f"{source.path.name} has no edgekit sidecar saying its inputs and layout",
+                                        hint="quantize the .pt2 or ONNX model instead")
+            return source.path.read_bytes(), source.inputs, source.outputs, io, dict(source.provenance)
+        from edgekit.backends.tflite.convert import convert
+
+        first = [s.feed for _, s in zip(range(20), calib)]  # onnx2tf's sample images, from the user's data
+        conv = convert(source, tuple(getattr(calib, "inputs", ()) or ()), first)
+        return conv.model, conv.inputs, conv.outputs, conv.io, dict(conv.provenance)
+
+    # ---- run ---------------------------------------------------------------------------------
+
+    def runner(self, artifact: Artifact, threads: int | None = None, profile=None) -> Runner:
+        self.check_available()
+        if artifact.format != "tflite":
+            raise InvalidInputError(f"the tflite target runs .tflite files, got {artifact.format}: {artifact.path}",
+                                    hint="compile it first: edgekit compile MODEL --target tflite -o DIR")
+        # LiteRT's own default is one thread; like the other targets, use the cores unless told otherwise
+        threads = threads or (profile.threads() if profile else None) or os.cpu_count()
+        io = IoMap.from_dict(artifact.provenance.get("io"))
+        return TfliteRunner(artifact.path, list(artifact.inputs), io, threads)
+
+
+def _save(model: bytes, out: Path, precision: str, inputs: list[TensorSpec], outputs: list[str], io: IoMap | None,
+          provenance: dict) -> Artifact:
+    from edgekit.backends.tflite.flatbuffer import summarize
+
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(model)
+    provenance = {**provenance, **summarize(model), "io": io.to_dict() if io else None}
+    art = Artifact(path=out, format="tflite", precision=precision, target="tflite", inputs=list(inputs),
+                   outputs=list(outputs), provenance=provenance)
+    return art.save_sidecar()

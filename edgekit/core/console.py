@@ -1,0 +1,70 @@
+"""Printing: one-line errors, readable tables, --json. Commands print only through here."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+def echo_json(data) -> None:
+    from edgekit.core.atomic import _json_default
+
+    click.echo(json.dumps(data, indent=2, default=_json_default))
+
+
+def print_table(title: str | None, columns, rows) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for i, c in enumerate(columns):
+        last = i == len(columns) - 1
+        table.add_column(c, justify="left" if i < 3 or last else "right", no_wrap=not last)
+    for row in rows:
+        table.add_row(*[_style(c) for c in row])
+    Console(width=max(120, _terminal_width())).print(table)
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((120, 40)).columns
+
+
+def _style(cell: str) -> str:
+    return {"pass": "[green]pass[/]", "FAIL": "[bold red]FAIL[/]", "FAILED": "[bold red]FAILED[/]",
+            "skipped": "[dim]skipped[/]"}.get(cell, cell)
+
+
+def print_kv(pairs) -> None:
+    width = max((len(k) for k, _ in pairs), default=0)
+    for k, v in pairs:
+        click.echo(f"{k.ljust(width)}  {v}")
+
+
+def warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def error(message: str, hint: str | None = None) -> None:
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.stderr.flush()
+
+
+def accuracy_rows(acc: dict) -> list[tuple[str, str]]:
+    if acc.get("error"):
+        return [("accuracy", acc["error"])]
+    rows = [("samples", str(acc["samples"]))]
+    for key in ("top1_agreement", "top1_agreement_confident", "top5_agreement", "cosine_mean", "cosine_min",
+                "sqnr_db", "max_abs_err"):
+        if acc.get(key) is not None:
+            rows.append((key, f"{acc[key]:.4g}"))
+    if acc.get("confident_samples") is not None:
+        rows.append(("confident_samples", str(acc["confident_samples"])))
+    if tm := acc.get("task_metric"):
+        rows.append((tm["name"], f"{tm['value']:.4f} (reference {tm['reference']:.4f}, drop {tm['drop']:.2f} points)"))
+    return rows

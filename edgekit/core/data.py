@@ -1,0 +1,349 @@
+"""Calibration / validation sources: `.npy`, `.npz` or an image folder, streamed as samples.
+
+Every source yields `Sample(feed={input_name: array with batch axis 1}, label, name)` and is
+checked against the model's inputs (name, rank, shape, dtype, finite values) as it streams,
+so a 10,000-image folder is never held in memory at once.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from edgekit.core.errors import InvalidInputError
+from edgekit.core.tensors import TensorSpec
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+FOLDER_SPEC_FILE = "edgekit-data.toml"  # optional preprocessing spec inside an image folder
+LABEL_KEY = "labels"  # reserved key in an .npz
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes a tensor: resize shorter side, crop, scale, normalise, lay out."""
+
+    size: tuple[int, int] | None = None  # (H, W); None = take it from the model input
+    resize: int | None = None  # shorter side before the crop; None = size / 0.875
+    crop: str = "center"  # center | none (resize straight to size)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    layout: str = "NCHW"
+    order: str = "RGB"
+
+
+PRESETS = {
+    "imagenet": Preprocess(),
+    "inception": Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),  # (x - 127.5) / 127.5
+    "raw": Preprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),  # 0..1
+}
+
+
+def parse_preprocess(text: str | None, base: Preprocess | None = None) -> Preprocess:
+    """`imagenet`, or `inception,size=224,resize=256,mean=0.5:0.5:0.5,layout=NHWC,order=BGR`."""
+    spec = base or PRESETS["imagenet"]
+    if not text:
+        return spec
+    fields = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            if part not in PRESETS:
+                raise InvalidInputError(f"unknown preprocessing preset '{part}'", hint=f"one of {sorted(PRESETS)}")
+            spec = PRESETS[part]
+            continue
+        key, value = (s.strip() for s in part.split("=", 1))
+        fields[key] = value
+    return _apply_fields(spec, fields, "--preprocess")
+
+
+def _apply_fields(spec: Preprocess, fields: dict, where: str) -> Preprocess:
+    out = {}
+    try:
+        for key, value in fields.items():
+            value = str(value) if not isinstance(value, list) else ":".join(map(str, value))
+            if key == "size":
+                h, _, w = value.partition("x")
+                out["size"] = (int(h), int(w or h))
+            elif key == "resize":
+                out["resize"] = int(value)
+            elif key in ("mean", "std"):
+                vals = tuple(float(v) for v in value.split(":"))
+                out[key] = vals * 3 if len(vals) == 1 else vals
+            elif key == "crop":
+                out["crop"] = _choice(key, value, ("center", "none"))
+            elif key == "layout":
+                out["layout"] = _choice(key, value.upper(), ("NCHW", "NHWC"))
+            elif key == "order":
+                out["order"] = _choice(key, value.upper(), ("RGB", "BGR"))
+            else:
+                raise InvalidInputError(
+                    f"unknown preprocessing key '{key}' in {where}",
+                    hint="keys: size, resize, crop, mean, std, layout, order",
+                )
+    except ValueError as e:
+        raise InvalidInputError(f"bad preprocessing value in {where}: {e}") from e
+    return replace(spec, **out)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{key}={value} (expected one of {', '.join(allowed)})")
+    return value
+
+
+@dataclass
+class Sample:
+    feed: dict[str, np.ndarray]
+    label: int | None = None
+    name: str = ""
+
+
+class DataSource:
+    """A re-iterable stream of samples checked against the model inputs."""
+
+    def __init__(self, path: str | Path, inputs: list[TensorSpec], preprocess: Preprocess | None = None,
+                 labels: str | Path | None = None, limit: int | None = None):
+        self.path = Path(path)
+        self.inputs = inputs
+        self.limit = limit
+        if not self.path.exists():
+            raise InvalidInputError(f"data not found: {self.path}")
+        if self.path.is_dir():
+            self._reader = _ImageFolder(self.path, inputs, preprocess, labels)
+        elif self.path.suffix == ".npy":
+            self._reader = _NpyReader(self.path, inputs)
+        elif self.path.suffix == ".npz":
+            self._reader = _NpzReader(self.path, inputs)
+        else:
+            raise InvalidInputError(
+                f"unsupported data source {self.path}", hint="use a .npy, an .npz or a folder of images"
+            )
+        if len(self) == 0:
+            raise InvalidInputError(f"data source {self.path} holds no samples")
+
+    def __len__(self) -> int:
+        n = len(self._reader)
+        return min(n, self.limit) if self.limit else n
+
+    @property
+    def has_labels(self) -> bool:
+        return self._reader.has_labels
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i, sample in enumerate(self._reader):
+            if self.limit and i >= self.limit:
+                return
+            self._check(sample, i)
+            yield sample
+
+    def _check(self, sample: Sample, index: int) -> None:
+        for spec in self.inputs:
+            arr = sample.feed.get(spec.name)
+            if arr is None:
+                raise InvalidInputError(
+                    f"data {self.path} has no input '{spec.name}' (it has {sorted(sample.feed)})",
+                    hint="name .npz keys after the model inputs",
+                )
+            if not spec.accepts(arr.shape):
+                raise InvalidInputError(
+                    f"input '{spec.name}': data sample {index} has shape {'x'.join(map(str, arr.shape))}, "
+                    f"the model expects {spec.display_shape()}",
+                    hint="check the preprocessing size/layout or the --input shape",
+                )
+            if np.dtype(spec.dtype).kind != arr.dtype.kind:
+                raise InvalidInputError(
+                    f"input '{spec.name}': data is {arr.dtype}, the model expects {spec.dtype}"
+                )
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise InvalidInputError(f"input '{spec.name}': data sample {index} contains NaN or Inf")
+            if arr.dtype != np.dtype(spec.dtype):
+                sample.feed[spec.name] = arr.astype(spec.dtype)
+
+
+def open_data(path, inputs, preprocess=None, labels=None, limit=None) -> DataSource:
+    return DataSource(path, inputs, preprocess, labels, limit)
+
+
+class _NpyReader:
+    """One array for the single model input; axis 0 enumerates samples."""
+
+    has_labels = False
+
+    def __init__(self, path: Path, inputs: list[TensorSpec]):
+        if len(inputs) != 1:
+            raise InvalidInputError(
+                f"{path} is one array but the model has {len(inputs)} inputs",
+                hint="use an .npz with one key per input: " + ", ".join(s.name for s in inputs),
+            )
+        self.name = inputs[0].name
+        self.rank = len(inputs[0].shape)
+        self.array = _load_array(path, mmap=True)
+        if self.array.ndim not in (self.rank, self.rank - 1):
+            raise InvalidInputError(
+                f"input '{self.name}': {path} has shape {'x'.join(map(str, self.array.shape))}, "
+                f"the model expects {inputs[0].display_shape()} per sample"
+            )
+
+    def __len__(self) -> int:
+        return 1 if self.array.ndim == self.rank - 1 else self.array.shape[0]
+
+    def __iter__(self):
+        if self.array.ndim == self.rank - 1:
+            yield Sample({self.name: np.asarray(self.array)[None]}, name="0")
+            return
+        for i in range(len(self)):
+            yield Sample({self.name: np.asarray(self.array[i : i + 1])}, name=str(i))
+
+
+class _NpzReader:
+    """Keys = input names (axis 0 enumerates samples); an optional `labels` key."""
+
+    def __init__(self, path: Path, inputs: list[TensorSpec]):
+        try:
+            self.archive = np.load(path, allow_pickle=False)
+            keys = set(self.archive.files)
+        except Exception as e:
+            raise InvalidInputError(f"{path} is not a readable .npz ({e})") from e
+        missing = [s.name for s in inputs if s.name not in keys]
+        if missing:
+            raise InvalidInputError(
+                f"data {path} has no input '{missing[0]}' (keys: {sorted(keys)})",
+                hint="name .npz keys after the model inputs",
+            )
+        self.inputs = inputs
+        self.arrays = {s.name: self.archive[s.name] for s in inputs}
+        counts = {len(a) for a in self.arrays.values()}
+        if len(counts) != 1:
+            raise InvalidInputError(f"{path}: inputs have different sample counts {sorted(counts)}")
+        self.count = counts.pop()
+        self.labels = self.archive[LABEL_KEY] if LABEL_KEY in keys else None
+        self.has_labels = self.labels is not None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        for i in range(self.count):
+            feed = {k: a[i : i + 1] for k, a in self.arrays.items()}
+            label = int(self.labels[i]) if self.labels is not None else None
+            yield Sample(feed, label, str(i))
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except Exception as e:
+        raise InvalidInputError(f"{path} is not a readable .npy ({e})") from e
+
+
+class _ImageFolder:
+    """Images in a folder (unlabelled) or in class sub-folders; decoded one at a time."""
+
+    def __init__(self, root: Path, inputs: list[TensorSpec], preprocess: Preprocess | None, labels):
+        if len(inputs) != 1:
+            raise InvalidInputError(
+                f"an image folder feeds one input but the model has {len(inputs)}",
+                hint="use an .npz with one key per input",
+            )
+        self.spec = inputs[0]
+        self.pre = self._resolve_preprocess(root, preprocess)
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = files
+        self.labels = _read_labels(root, files, labels)
+        self.has_labels = self.labels is not None
+
+    def _resolve_preprocess(self, root: Path, pre: Preprocess | None) -> Preprocess:
+        base = pre
+        spec_file = root / FOLDER_SPEC_FILE
+        if base is None and spec_file.exists():
+            try:
+                fields = tomllib.loads(spec_file.read_text()).get("preprocess", {})
+            except tomllib.TOMLDecodeError as e:
+                raise InvalidInputError(f"{spec_file}: {e}") from e
+            preset = fields.pop("preset", "imagenet")
+            if preset not in PRESETS:
+                raise InvalidInputError(f"unknown preset '{preset}' in {spec_file}", hint=f"one of {sorted(PRESETS)}")
+            base = _apply_fields(PRESETS[preset], fields, str(spec_file))
+        base = base or PRESETS["imagenet"]
+        if base.size is None:
+            dims = self.spec.shape
+            if len(dims) != 4:
+                raise InvalidInputError(f"input '{self.spec.name}' has rank {len(dims)}; images need a rank-4 input")
+            hw = dims[2:4] if base.layout == "NCHW" else dims[1:3]
+            if None in hw:
+                raise InvalidInputError(
+                    f"input '{self.spec.name}' has dynamic height/width", hint="pass --preprocess size=HxW"
+                )
+            base = replace(base, size=(int(hw[0]), int(hw[1])))
+        return base
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __iter__(self):
+        for i, f in enumerate(self.files):
+            label = self.labels[i] if self.labels is not None else None
+            yield Sample({self.spec.name: load_image(f, self.pre)}, label, str(f.name))
+
+
+def load_image(path: Path, pre: Preprocess) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            h, w = pre.size
+            if pre.crop == "center":
+                short = pre.resize or int(round(min(h, w) / 0.875))
+                scale = short / min(im.size)
+                im = im.resize((max(w, round(im.width * scale)), max(h, round(im.height * scale))), Image.BILINEAR)
+                left, top = (im.width - w) // 2, (im.height - h) // 2
+                im = im.crop((left, top, left + w, top + h))
+            else:
+                im = im.resize((w, h), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as e:
+        raise InvalidInputError(f"cannot read image {path}: {e}") from e
+    if pre.order == "BGR":
+        arr = arr[..., ::-1]
+    arr = (arr - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    if pre.layout == "NCHW":
+        arr = arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr[None], dtype=np.float32)
+
+
+def _read_labels(root: Path, files: list[Path], labels_file) -> list[int] | None:
+    if labels_file:
+        path = Path(labels_file)
+        if not path.exists():
+            raise InvalidInputError(f"labels file not found: {path}")
+        mapping = {}
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = re.split(r"[,\s]+", line)
+            if len(parts) < 2 or not parts[-1].lstrip("-").isdigit():
+                raise InvalidInputError(f"{path}:{n}: expected 'FILENAME LABEL', got '{line}'")
+            mapping[parts[0]] = int(parts[-1])
+        try:
+            return [mapping.get(str(f.relative_to(root)), mapping[f.name]) for f in files]
+        except KeyError as e:
+            raise InvalidInputError(f"{path} has no label for image {e.args[0]}") from e
+    classes = sorted({f.parent for f in files if f.parent != root})
+    if not classes:
+        return None
+    if any(f.parent == root for f in files):
+        raise InvalidInputError(f"{root} mixes images at the top level with class sub-folders")
+    index = {c: _class_index(c.name, i) for i, c in enumerate(classes)}
+    return [index[f.parent] for f in files]
+
+
+def _class_index(folder_name: str, position: int) -> int:
+    """`281` or `281_tabby` name the class index; other names count alphabetically."""
+    m = re.match(r"^(\d+)(?:[_-].*)?$", folder_name)
+    return int(m.group(1)) if m else position

@@ -1,0 +1,129 @@
+"""Accuracy of an artifact against the FP32 reference: agreement, cosine, SQNR, task metric."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgekit.core.progress import progress_iter
+
+CONFIDENT_PROB = 0.3  # FP32 top-1 probability that makes a sample "confident" (DESIGN.md)
+
+
+@dataclass
+class ReferenceOutputs:
+    """FP32 reference outputs for a data source, computed once and compared many times."""
+
+    output_names: list[str]
+    outputs: list[list[np.ndarray]] = field(default_factory=list)  # per sample, per output
+    labels: list[int | None] = field(default_factory=list)
+
+
+def run_reference(runner, data, description: str = "reference") -> ReferenceOutputs:
+    ref = ReferenceOutputs(list(runner.output_names))
+    for sample in progress_iter(data, total=len(data), description=description):
+        out = runner.infer(sample.feed)
+        ref.outputs.append([np.asarray(out[n], dtype=np.float32) for n in ref.output_names])
+        ref.labels.append(sample.label)
+    return ref
+
+
+def run_outputs(runner, data, ref_names: list[str], description: str = "validating") -> list[list[np.ndarray]]:
+    results = []
+    for sample in progress_iter(data, total=len(data), description=description):
+        out = runner.infer(sample.feed)
+        results.append(_ordered(out, ref_names))
+    return results
+
+
+def _ordered(out: dict, ref_names: list[str]) -> list[np.ndarray]:
+    """Outputs in the reference's order: by name, or by position when a converter renamed them."""
+    if all(n in out for n in ref_names):
+        return [np.asarray(out[n], dtype=np.float32) for n in ref_names]
+    return [np.asarray(v, dtype=np.float32) for v in list(out.values())[: len(ref_names)]]
+
+
+def compare(ref: ReferenceOutputs, outs: list[list[np.ndarray]]) -> dict:
+    """The accuracy block of report.json."""
+    n = len(ref.outputs)
+    ref_flat = [np.concatenate([o.ravel() for o in s]) for s in ref.outputs]
+    got_flat = [np.concatenate([o.ravel() for o in s]) for s in outs]
+    if any(r.shape != g.shape for r, g in zip(ref_flat, got_flat)):
+        shapes = (ref_flat[0].shape, got_flat[0].shape)
+        return {"samples": n, "error": f"output sizes differ from the reference: {shapes[0]} vs {shapes[1]}"}
+    cos = np.array([_cosine(r, g) for r, g in zip(ref_flat, got_flat)])
+    ref_all, got_all = np.concatenate(ref_flat), np.concatenate(got_flat)
+    noise = float(np.sum((ref_all - got_all) ** 2))
+    signal = float(np.sum(ref_all**2))
+    acc = {
+        "samples": n,
+        "top1_agreement": None,
+        "top5_agreement": None,
+        "cosine_mean": round(float(cos.mean()), 6),
+        "cosine_min": round(float(cos.min()), 6),
+        "sqnr_db": round(10 * np.log10(signal / noise), 2) if noise > 0 else float("inf"),
+        "max_abs_err": float(np.max(np.abs(ref_all - got_all))),
+        "task_metric": None,
+    }
+    primary_ref = np.stack([s[0].reshape(-1) for s in ref.outputs])
+    primary_got = np.stack([s[0].reshape(-1) for s in outs])
+    if primary_ref.shape[1] > 1:  # a classifier-like primary output
+        acc.update(_classification(primary_ref, primary_got))
+        if all(label is not None for label in ref.labels):
+            labels = np.array(ref.labels)
+            reference = float(np.mean(primary_ref.argmax(1) == labels))
+            value = float(np.mean(primary_got.argmax(1) == labels))
+            acc["task_metric"] = {
+                "name": "top1_accuracy", "value": round(value, 6), "reference": round(reference, 6),
+                "drop": round((reference - value) * 100, 3),  # points
+            }
+    acc["constant_output"] = bool(n > 1 and np.ptp(primary_got, axis=0).max() == 0 and np.ptp(primary_ref, axis=0).max() > 0)
+    return acc
+
+
+def _classification(ref: np.ndarray, got: np.ndarray) -> dict:
+    top1_ref, top1_got = ref.argmax(1), got.argmax(1)
+    agree = top1_ref == top1_got
+    k = min(5, ref.shape[1])
+    top5_got = np.argsort(-got, axis=1)[:, :k]
+    top5 = np.mean([t in row for t, row in zip(top1_ref, top5_got)])
+    confident = _softmax(ref).max(1) >= CONFIDENT_PROB
+    return {
+        "top1_agreement": round(float(agree.mean()), 6),
+        "top5_agreement": round(float(top5), 6),
+        "confident_samples": int(confident.sum()),
+        "top1_agreement_confident": round(float(agree[confident].mean()), 6) if confident.any() else None,
+    }
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    # logits or probabilities alike: softmax of already-normalised probabilities keeps the argmax
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def validate_artifact(artifact, reference_path, data, threads=None, profile=None) -> dict:
+    """Python API of `edgekit validate`: run both models over the data and compare."""
+    from edgekit.backends.registry import get_backend
+    from edgekit.core.artifact import Artifact
+
+    ref_backend = get_backend("onnxruntime")
+    with ref_backend.runner(Artifact.load(reference_path), threads) as ref_runner:
+        ref = run_reference(ref_runner, data)
+    backend = get_backend(artifact.target or target_for_format(artifact.format))
+    with backend.runner(artifact, threads, profile) as runner:
+        outs = run_outputs(runner, data, ref.output_names)
+    return compare(ref, outs)
+
+
+def target_for_format(fmt: str) -> str:
+    return {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino-ir": "openvino", "tflite": "tflite",
+            "tensorrt-engine": "tensorrt"}.get(fmt, "onnxruntime")
