@@ -38,11 +38,10 @@ import numpy as np
 from edgekit.backends.base import CompileOptions, QuantOptions
 from edgekit.backends.openvino.backend import OpenVinoRunner, RunSettings, import_openvino
 from edgekit.backends.openvino.nncf import import_nncf
-from edgekit.backends.registry import get_backend
+from edgekit.backends.registry import get_backend, load_profile
 from edgekit.core.artifact import Artifact
 from edgekit.core.data import open_data
 from edgekit.core.hostinfo import cpu_info
-from edgekit.core.profiles import load_profile
 from edgekit.core.tensors import parse_input_spec
 from edgekit.pipeline.demo import DEMO_INPUT, calibration_dir, make_efficientnet_lite0
 from edgekit.stages.bench import BenchOptions, bench_runner

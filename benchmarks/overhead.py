@@ -33,8 +33,8 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from edgekit.backends.onnxruntime import ort_session
     from edgekit.core.artifact import Artifact
+    from edgekit.onnx.session import ort_session
     from edgekit.stages.bench import BenchOptions, bench_artifact
 
     with tempfile.TemporaryDirectory() as tmp:

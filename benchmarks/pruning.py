@@ -135,9 +135,8 @@ class _OpenVinoF32Runner:
 def open_runner(target: str, onnx_art, folder: Path, threads: int):
     """A runner through edgekit's backend for `target` (openvino falls back to a bare FP32 runner)."""
     from edgekit.backends.base import CompileOptions
-    from edgekit.backends.registry import get_backend
+    from edgekit.backends.registry import get_backend, load_profile
     from edgekit.core.errors import TargetUnavailableError
-    from edgekit.core.profiles import load_profile
 
     profile = load_profile({"onnxruntime": "x86-onnxruntime-cpu", "openvino": "x86-openvino-cpu"}[target])
     try:

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.backends.registry import load_profile
 from edgekit.core.errors import InvalidInputError
-from edgekit.core.profiles import builtin_names, load_profile
+from edgekit.core.profiles import builtin_names
 
 REQUIRED = {"local", "x86-onnxruntime-cpu", "x86-openvino-cpu", "raspberry-pi-5", "android-arm64",
             "jetson-orin-nano", "x86-nvidia-gpu"}

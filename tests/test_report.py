@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from edgekit.core.latency import MAX_SAMPLES, compact_samples
 from edgekit.pipeline.deploy import DeployOptions, deploy
-from edgekit.report.writer import MAX_SAMPLES, TABLE_COLUMNS, compact_samples, render_html, render_markdown
+from edgekit.report.writer import TABLE_COLUMNS, render_html, render_markdown
 from edgekit.stages.bench import BenchOptions
 
 

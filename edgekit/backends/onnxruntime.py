@@ -17,6 +17,7 @@ from edgekit.core.hostinfo import cpu_info, package_version
 from edgekit.core.onnx_model import graph_inputs, load_onnx
 from edgekit.core.progress import progress_iter
 from edgekit.core.tensors import TensorSpec
+from edgekit.onnx.session import first_line, ort_session
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
@@ -73,7 +74,7 @@ class OnnxRuntimeBackend(Backend):
                 except (InvalidInputError, KeyboardInterrupt):
                     raise
                 except Exception as e:
-                    raise BackendError(f"onnxruntime quantize_static failed: {_first_line(e)}") from e
+                    raise BackendError(f"onnxruntime quantize_static failed: {first_line(e)}") from e
                 correction = {"bias_correction": False}
                 if bias_correction(options):
                     from edgekit.onnx.bias_correction import correct_qdq_biases
@@ -199,27 +200,8 @@ class CalibrationReader:
         pass
 
 
-def ort_session(path: Path, so=None, threads: int | None = None):
-    import onnxruntime as ort
-
-    so = so or ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        msg = _first_line(e)
-        if "INVALID_PROTOBUF" in msg or "Protobuf parsing failed" in msg or "NO_SUCHFILE" in msg:
-            raise InvalidInputError(f"{path} is not a readable ONNX model: {msg}") from e
-        raise BackendError(f"onnxruntime could not load {path.name}: {msg}") from e
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:500]
 
 
 class OnnxRuntimeRunner(Runner):
@@ -237,7 +219,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             outs = self.session.run(self.output_names, feed)
         except Exception as e:
-            raise BackendError(f"onnxruntime inference failed: {_first_line(e)}") from e
+            raise BackendError(f"onnxruntime inference failed: {first_line(e)}") from e
         return dict(zip(self.output_names, outs))
 
     def close(self) -> None:

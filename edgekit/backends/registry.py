@@ -49,3 +49,32 @@ def available_targets() -> dict[str, str | None]:
         except TargetUnavailableError as e:
             status[name] = e.message
     return status
+
+
+def target_for_format(fmt: str) -> str:
+    return {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino-ir": "openvino", "tflite": "tflite",
+            "tensorrt-engine": "tensorrt"}.get(fmt, "onnxruntime")
+
+
+def load_profile(name_or_path: str):
+    """A device profile (edgekit.core.profiles) whose target is a registered one; `auto` picks the best CPU target."""
+    from dataclasses import replace
+
+    from edgekit.core.profiles import read_profile
+
+    profile = read_profile(name_or_path)
+    if profile.runtime.target == "auto":
+        profile = replace(profile, runtime=replace(profile.runtime, target=best_cpu_target()))
+    if profile.runtime.target not in BACKENDS:
+        raise InvalidInputError(
+            f"runtime.target = '{profile.runtime.target}' in {profile.source} is not a known target",
+            hint=f"one of {', '.join(sorted(BACKENDS))}",
+        )
+    return profile
+
+
+def best_cpu_target() -> str:
+    """OpenVINO when installed (faster int8 on x86 here), else ONNX Runtime."""
+    import importlib.util
+
+    return "openvino" if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf") else "onnxruntime"

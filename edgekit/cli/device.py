@@ -147,7 +147,7 @@ def bench_on_devices(artifact, args, threads, options, feed, as_json, profile=No
 
 def _print_bench(value: dict) -> None:
     from edgekit.core.console import print_kv, warn
-    from edgekit.stages.bench import cv_warning
+    from edgekit.core.latency import cv_warning
 
     block, env = value["latency_ms"], value["environment"]
     keys = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
@@ -173,9 +173,9 @@ def validate_on_devices(artifact, reference, data, threads, args, min_agreement,
     from edgekit.backends.registry import get_backend
     from edgekit.core.artifact import Artifact
     from edgekit.core.console import echo_json, error
-    from edgekit.pipeline.deploy import accuracy_violations
     from edgekit.remote.bench import validate_on_device
     from edgekit.remote.fleet import run_fleet
+    from edgekit.stages.budgets import accuracy_violations
     from edgekit.stages.validate import run_reference
 
     fleet = args.fleet()

@@ -17,8 +17,9 @@ def profiles():
 @handle_errors
 def profiles_list(as_json):
     """List the built-in profiles."""
+    from edgekit.backends.registry import load_profile
     from edgekit.core.console import echo_json, print_table
-    from edgekit.core.profiles import builtin_names, load_profile
+    from edgekit.core.profiles import builtin_names
 
     items = [load_profile(n) for n in builtin_names()]
     if as_json:

@@ -220,7 +220,7 @@ def validate(artifact, reference, data, threads, limit, accuracy_budget, min_agr
     from edgekit.core.artifact import Artifact
     from edgekit.core.console import accuracy_rows, echo_json, print_kv
     from edgekit.core.data import open_data
-    from edgekit.pipeline.deploy import accuracy_violations
+    from edgekit.stages.budgets import accuracy_violations
     from edgekit.stages.validate import validate_artifact
 
     art = Artifact.load(artifact)
@@ -257,8 +257,9 @@ def bench(artifact, profile, threads, warmup, min_runs, min_seconds, inputs, as_
     from edgekit.core.artifact import Artifact
     from edgekit.core.console import echo_json, print_kv, warn
     from edgekit.core.hostinfo import environment
+    from edgekit.core.latency import cv_warning
     from edgekit.core.tensors import random_feed
-    from edgekit.stages.bench import BenchOptions, bench_artifact, cv_warning
+    from edgekit.stages.bench import BenchOptions, bench_artifact
 
     prof = load_profile_option(profile)
     art = Artifact.load(artifact)

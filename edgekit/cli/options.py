@@ -97,7 +97,7 @@ def parse_preprocess_text(text):
 
 
 def load_profile_option(name):
-    from edgekit.core.profiles import load_profile
+    from edgekit.backends.registry import load_profile
 
     return load_profile(name) if name else None
 

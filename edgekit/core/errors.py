@@ -34,3 +34,8 @@ class BackendError(EdgekitError):
     """A backend failed to convert or build; the message names the node/op (exit 4)."""
 
     exit_code = 4
+
+
+def one_line(e: EdgekitError) -> str:
+    """The error as one line for a report row: the message, then the hint in brackets."""
+    return e.message + (f" (hint: {e.hint})" if e.hint else "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from edgekit.core.errors import InvalidInputError
@@ -91,8 +91,9 @@ def builtin_names() -> list[str]:
     return sorted(names)
 
 
-def load_profile(name_or_path: str) -> Profile:
-    """A built-in name (`raspberry-pi-5`) or a path to a TOML file."""
+def read_profile(name_or_path: str) -> Profile:
+    """A built-in name (`raspberry-pi-5`) or a path to a TOML file, its target not yet checked
+    (edgekit.backends.registry.load_profile checks it against the registered targets)."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
@@ -136,23 +137,9 @@ def profile_from_dict(data: dict, source: str, default_name: str = "") -> Profil
         raise InvalidInputError(
             f"runtime.precision = '{profile.runtime.precision}' in {source}", hint=f"one of {', '.join(PRECISIONS)}"
         )
-    from edgekit.backends.registry import BACKENDS
-
-    if profile.runtime.target == "auto":
-        profile = replace(profile, runtime=replace(profile.runtime, target=best_cpu_target()))
-    if profile.runtime.target not in BACKENDS:
-        raise InvalidInputError(
-            f"runtime.target = '{profile.runtime.target}' in {source} is not a known target",
-            hint=f"one of {', '.join(sorted(BACKENDS))}",
-        )
     return profile
 
 
-def best_cpu_target() -> str:
-    """OpenVINO when installed (faster int8 on x86 here), else ONNX Runtime."""
-    import importlib.util
-
-    return "openvino" if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf") else "onnxruntime"
 
 
 def _build(cls, values: dict, section: str, source: str):

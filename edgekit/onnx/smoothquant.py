@@ -136,7 +136,7 @@ def _weight_consumers(tensor: str, channels: int, consumers, constants, inits, g
 
 def activation_absmax(model: onnx.ModelProto, tensors: list[str], calib, max_samples: int) -> tuple[dict, int]:
     """Per-channel (last dim) max |value| of `tensors` over the calibration samples, via ONNX Runtime."""
-    from edgekit.backends.onnxruntime import ort_session
+    from edgekit.onnx.session import ort_session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

@@ -194,8 +194,8 @@ def resolve_model(config_path: Path, spec: str) -> str:
 
 def _check_semantics(config: ProjectConfig) -> None:
     """Values that parse but are wrong: unknown profiles, bad input specs, bad preprocessing."""
+    from edgekit.backends.registry import load_profile
     from edgekit.core.data import parse_preprocess
-    from edgekit.core.profiles import load_profile
     from edgekit.core.tensors import parse_input_spec
 
     def fail(section, key, e: EdgekitError):

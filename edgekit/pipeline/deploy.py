@@ -7,18 +7,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgekit.backends.base import CompileOptions, QuantOptions
-from edgekit.backends.registry import get_backend
+from edgekit.backends.registry import get_backend, load_profile
 from edgekit.core.artifact import Artifact, file_sha256
 from edgekit.core.atomic import atomic_path
 from edgekit.core.data import Preprocess, open_data
-from edgekit.core.errors import EdgekitError, InvalidInputError, TargetUnavailableError
+from edgekit.core.errors import EdgekitError, InvalidInputError, TargetUnavailableError, one_line
 from edgekit.core.hostinfo import environment
+from edgekit.core.latency import compact_samples, cv_warning
 from edgekit.core.onnx_model import describe_onnx
-from edgekit.core.profiles import Profile, load_profile
+from edgekit.core.profiles import Profile
 from edgekit.core.speedprobe import SpeedProbe
 from edgekit.core.tensors import TensorSpec, random_feed
-from edgekit.report.writer import build_report, compact_samples, write_reports
-from edgekit.stages.bench import BenchOptions, bench_runner, cv_warning
+from edgekit.report.writer import build_report, write_reports
+from edgekit.stages.bench import BenchOptions, bench_runner
+from edgekit.stages.budgets import accuracy_violations, check_budgets
 from edgekit.stages.validate import compare, run_outputs, run_reference
 
 
@@ -215,9 +217,9 @@ class _Context:
             row["violations"] = check_budgets(profile, row, self.options.accuracy_budget)
             row["passed"] = not row["violations"]
         except TargetUnavailableError as e:
-            row.update(status="skipped", error=_message(e), exit_code=e.exit_code)
+            row.update(status="skipped", error=one_line(e), exit_code=e.exit_code)
         except EdgekitError as e:
-            row.update(status="failed", error=_message(e), exit_code=e.exit_code)
+            row.update(status="failed", error=one_line(e), exit_code=e.exit_code)
         return row
 
     def _build(self, backend, profile: Profile, precision: str) -> Artifact:
@@ -288,7 +290,7 @@ class _Context:
         row["violations"] = accuracy_violations(row["accuracy"], profile.budgets.min_top1_agreement, budget,
                                                  profile.budgets.min_cosine) if row["accuracy"] else []
         row.update(status="skipped", passed=not row["violations"],
-                   error=f"engine not built: {_message(missing)}; accuracy: {row['simulated']}; "
+                   error=f"engine not built: {one_line(missing)}; accuracy: {row['simulated']}; "
                          "latency not measured (CPU time says nothing about the GPU)")
         if self.options.require_engine:
             row["exit_code"] = missing.exit_code
@@ -314,54 +316,8 @@ def _options_key(profile: Profile) -> str:
     return json.dumps(profile.runtime.options, sort_keys=True, default=str)
 
 
-def check_budgets(profile: Profile, row: dict, accuracy_budget: float | None) -> list[str]:
-    """Budget violations of one row, each a sentence naming the metric, value and limit."""
-    b, found = profile.budgets, []
-    size_mb = row["artifact"]["size_bytes"] / 1e6
-    if b.max_model_mb is not None and size_mb > b.max_model_mb:
-        found.append(f"model size {size_mb:.2f} MB > max_model_mb {b.max_model_mb}")
-    lat = row.get("latency_ms") or {}
-    # a host standing in for another device says nothing about that device's latency; the device itself does
-    measured_there = lat.get("where") == "host" or str(lat.get("where", "")).startswith("ssh://")
-    if b.latency_p90_ms is not None and measured_there and lat["p90"] > b.latency_p90_ms:
-        found.append(f"latency p90 {lat['p90']:.2f} ms > latency_p90_ms {b.latency_p90_ms}")
-    acc = row.get("accuracy")
-    if acc:
-        found += accuracy_violations(acc, b.min_top1_agreement,
-                                     accuracy_budget if accuracy_budget is not None else b.max_accuracy_drop,
-                                     b.min_cosine)
-    return found
 
 
-def accuracy_violations(acc: dict, min_agreement: float | None, max_drop: float | None,
-                        min_cosine: float | None = None) -> list[str]:
-    found = []
-    if acc.get("error"):
-        return [acc["error"]]
-    if acc.get("constant_output"):
-        found.append("output is the same for every input (a broken quantization)")
-    if min_agreement is not None and acc.get("top1_agreement") is not None and acc["top1_agreement"] < min_agreement:
-        found.append(f"top-1 agreement {acc['top1_agreement']:.3f} < min_top1_agreement {min_agreement}")
-    if max_drop is not None:
-        drop, what = accuracy_drop(acc)
-        if drop is not None and drop > max_drop:
-            found.append(f"accuracy drop {drop:.2f} points ({what}) > budget {max_drop}")
-    if min_cosine is not None and acc.get("cosine_mean") is not None and acc["cosine_mean"] < min_cosine:
-        found.append(f"logit cosine {acc['cosine_mean']:.4f} < min_cosine {min_cosine}")
-    return found
 
 
-def accuracy_drop(acc: dict) -> tuple[float | None, str]:
-    """Points lost: the task metric with labels, else disagreement on the confident samples."""
-    if acc.get("task_metric"):
-        return acc["task_metric"]["drop"], acc["task_metric"]["name"]
-    agreement = acc.get("top1_agreement_confident")
-    if agreement is None:
-        agreement = acc.get("top1_agreement")
-    if agreement is None:
-        return None, ""
-    return round((1 - agreement) * 100, 3), "top-1 disagreement with FP32 on confident samples"
 
-
-def _message(e: EdgekitError) -> str:
-    return e.message + (f" (hint: {e.hint})" if e.hint else "")

@@ -6,15 +6,14 @@ from __future__ import annotations
 import re
 
 from edgekit.backends.registry import get_backend
-from edgekit.core.errors import EdgekitError, TargetUnavailableError
+from edgekit.core.errors import EdgekitError, TargetUnavailableError, one_line
 from edgekit.remote.bench import bench_on_device, validate_on_device
 from edgekit.remote.fleet import run_fleet
+from edgekit.stages.budgets import check_budgets
 
 
 def device_rows(ctx, profile, precision: str) -> list[dict]:
     """Rows of one profile x precision, one per device of ctx.options.devices (a remote_fleet.Fleet)."""
-    from edgekit.pipeline.deploy import _message, check_budgets
-
     fleet = ctx.options.devices
     template = {"profile": profile.name, "target": profile.runtime.target, "precision": precision, "status": "ok",
                 "error": None, "artifact": None, "latency_ms": None, "speedup_vs_fp32": None, "accuracy": None,
@@ -24,7 +23,7 @@ def device_rows(ctx, profile, precision: str) -> list[dict]:
         artifact = _host_artifact(ctx, backend, profile, precision)
     except EdgekitError as e:  # nothing to send: every device's row says why
         status = "skipped" if isinstance(e, TargetUnavailableError) else "failed"
-        return [{**template, "device": d.url, "status": status, "error": _message(e), "exit_code": e.exit_code}
+        return [{**template, "device": d.url, "status": status, "error": one_line(e), "exit_code": e.exit_code}
                 for d in fleet.devices]
 
     def job(device, remote):
@@ -54,7 +53,7 @@ def device_rows(ctx, profile, precision: str) -> list[dict]:
             rows.append(outcome.value)
         else:  # never a partial row marked ok
             rows.append({**template, "device": outcome.device.url, "status": "failed",
-                         "error": _message(outcome.error), "exit_code": outcome.error.exit_code})
+                         "error": one_line(outcome.error), "exit_code": outcome.error.exit_code})
     return rows
 
 

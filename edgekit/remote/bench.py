@@ -12,12 +12,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgekit.core.errors import InvalidInputError
+from edgekit.core.latency import compact_samples, latency_stats
 from edgekit.core.progress import progress_iter
 from edgekit.core.tensors import random_feed
 from edgekit.remote.jobs import RemoteOptions, artifact_job, read_outputs, run_job, write_samples
 from edgekit.remote.ssh import Device
-from edgekit.report.writer import compact_samples
-from edgekit.stages.bench import BenchOptions, latency_stats
+from edgekit.stages.bench import BenchOptions
 
 
 def bench_feed(artifact, batch: int = 1) -> dict:

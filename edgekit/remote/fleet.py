@@ -57,7 +57,7 @@ def resolve_device(spec: str) -> Device:
     """ssh://user@host[:port], or a profile (built-in name or TOML file) with a [connection] section."""
     if spec.startswith("ssh://"):
         return parse_device_url(spec)
-    from edgekit.core.profiles import load_profile
+    from edgekit.backends.registry import load_profile
 
     try:
         profile = load_profile(spec)

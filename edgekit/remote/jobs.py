@@ -343,7 +343,7 @@ def read_outputs(path: Path, samples: int, n_outputs: int) -> list[list[np.ndarr
 
 def artifact_job(artifact, threads: int | None, options: dict | None = None) -> tuple[dict, dict[str, Path]]:
     """The job fields and files that describe the model to the runner."""
-    from edgekit.stages.validate import target_for_format
+    from edgekit.backends.registry import target_for_format
 
     remote = REMOTE_FILE.get(artifact.format, "model.onnx")
     files = {remote: artifact.path}

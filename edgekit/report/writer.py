@@ -11,7 +11,6 @@ from edgekit.core.version import __version__
 from edgekit.report.search import SEARCH_CSS, search_html, search_markdown, search_note
 
 SCHEMA = "edgekit.report/1"
-MAX_SAMPLES = 300  # latency samples kept per row in report.json
 TABLE_COLUMNS = ("profile", "target", "precision", "size MB", "p50 ms", "p90 ms", "speedup", "top-1 agr", "cosine", "result")
 
 
@@ -26,12 +25,6 @@ def build_report(model: dict, environment: dict, results: list[dict]) -> dict:
     }
 
 
-def compact_samples(samples: list[float], limit: int = MAX_SAMPLES) -> list[float]:
-    """At most `limit` latency samples (ms), evenly spaced in run order so drift stays visible."""
-    if len(samples) > limit:
-        step = len(samples) / limit
-        samples = [samples[int(i * step)] for i in range(limit)]
-    return [round(float(s), 4) for s in samples]
 
 
 def table_rows(report: dict) -> list[tuple[str, ...]]:

@@ -6,11 +6,8 @@ import resource
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
+from edgekit.core.latency import latency_stats
 from edgekit.core.progress import progress_iter
-
-CV_WARNING = 0.05
 
 
 @dataclass(frozen=True)
@@ -58,31 +55,14 @@ def bench_runner(runner, feed: dict, options: BenchOptions, probe=None) -> tuple
     return block, samples
 
 
-def latency_stats(samples: list[float]) -> dict:
-    a = np.asarray(samples)
-    mean = float(a.mean())
-    std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
-    pct = np.percentile(a, [50, 90, 95, 99])
-    return {
-        "p50": round(float(pct[0]), 4), "p90": round(float(pct[1]), 4), "p95": round(float(pct[2]), 4),
-        "p99": round(float(pct[3]), 4), "mean": round(mean, 4), "std": round(std, 4),
-        "min": round(float(a.min()), 4), "max": round(float(a.max()), 4),
-        "cv": round(std / mean, 4) if mean > 0 else 0.0, "runs": len(a),
-    }
 
 
-def cv_warning(block: dict) -> str | None:
-    if block.get("cv", 0) > CV_WARNING:
-        return (f"latency varies a lot (cv {block['cv']:.1%} > {CV_WARNING:.0%}): "
-                "the machine is busy or throttling; compare medians with care")
-    return None
 
 
 def bench_artifact(artifact, threads: int | None, options: BenchOptions, profile=None, feed=None) -> dict:
     """Python API of `edgekit bench`: load the artifact on its target and time it."""
-    from edgekit.backends.registry import get_backend
+    from edgekit.backends.registry import get_backend, target_for_format
     from edgekit.core.tensors import random_feed
-    from edgekit.stages.validate import target_for_format
 
     backend = get_backend(artifact.target or target_for_format(artifact.format))
     with backend.runner(artifact, threads, profile) as runner:

@@ -112,7 +112,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def validate_artifact(artifact, reference_path, data, threads=None, profile=None) -> dict:
     """Python API of `edgekit validate`: run both models over the data and compare."""
-    from edgekit.backends.registry import get_backend
+    from edgekit.backends.registry import get_backend, target_for_format
     from edgekit.core.artifact import Artifact
 
     ref_backend = get_backend("onnxruntime")
@@ -123,7 +123,3 @@ def validate_artifact(artifact, reference_path, data, threads=None, profile=None
         outs = run_outputs(runner, data, ref.output_names)
     return compare(ref, outs)
 
-
-def target_for_format(fmt: str) -> str:
-    return {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino-ir": "openvino", "tflite": "tflite",
-            "tensorrt-engine": "tensorrt"}.get(fmt, "onnxruntime")

@@ -17,8 +17,8 @@ from edgekit.backends.base import Runner
 from edgekit.backends.tensorrt.cuda import open_cuda
 from edgekit.backends.tensorrt.engine import load_engine
 from edgekit.core.errors import BackendError, InvalidInputError
+from edgekit.core.latency import latency_stats
 from edgekit.core.tensors import TensorSpec
-from edgekit.stages.bench import latency_stats
 
 
 class TensorRtRunner(Runner):

@@ -152,9 +152,9 @@ def torch_conversion_error(e: BaseException) -> BackendError:
 # ---- ONNX through onnx2tf -------------------------------------------------------------------
 
 def _from_onnx(source: Artifact, specs: list[TensorSpec], sample_feeds: list[dict] | None) -> Converted:
-    from edgekit.backends.onnxruntime import ort_session
     from edgekit.backends.tflite.flatbuffer import set_signature
     from edgekit.backends.tflite.onnx2tf import convert_onnx, onnx2tf_version
+    from edgekit.onnx.session import ort_session
 
     session = ort_session(source.path)
     names = [o.name for o in session.get_outputs()]

@@ -9,13 +9,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from edgekit.stages.bench import BenchOptions, bench_runner, cv_warning
+from edgekit.core.latency import cv_warning
+from edgekit.stages.bench import BenchOptions, bench_runner
 
 
 def latency_before_after(unpruned, pruned, specs, profile_name: str, options: BenchOptions) -> dict:
     """FP32 latency blocks of both models on the profile's target, and the speedup of p50."""
-    from edgekit.backends.registry import get_backend
-    from edgekit.core.profiles import load_profile
+    from edgekit.backends.registry import get_backend, load_profile
 
     profile = load_profile(profile_name)
     backend = get_backend(profile.runtime.target)

@@ -185,8 +185,7 @@ def _check_runs(model, specs) -> None:
 
 
 def _usable_profile(profile_name: str):
-    from edgekit.backends.registry import get_backend
-    from edgekit.core.profiles import load_profile
+    from edgekit.backends.registry import get_backend, load_profile
 
     profile = load_profile(profile_name)
     get_backend(profile.runtime.target).check_available()

@@ -27,8 +27,8 @@ from edgekit.core.artifact import Artifact
 from edgekit.core.atomic import atomic_path
 from edgekit.core.console import warn
 from edgekit.core.errors import CheckFailedError, EdgekitError, InvalidInputError
-from edgekit.pipeline.deploy import accuracy_drop, accuracy_violations
 from edgekit.stages.bench import BenchOptions, bench_runner
+from edgekit.stages.budgets import accuracy_drop, accuracy_violations
 from edgekit.stages.search.variants import ONNX_NAMED_TARGETS, calibration_variants
 from edgekit.stages.validate import compare, run_outputs
 

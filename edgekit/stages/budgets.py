@@ -1,0 +1,54 @@
+"""Budget verdicts of one result row: size, latency where it was really measured, and accuracy vs FP32."""
+
+from __future__ import annotations
+
+from edgekit.core.profiles import Profile
+
+
+def check_budgets(profile: Profile, row: dict, accuracy_budget: float | None) -> list[str]:
+    """Budget violations of one row, each a sentence naming the metric, value and limit."""
+    b, found = profile.budgets, []
+    size_mb = row["artifact"]["size_bytes"] / 1e6
+    if b.max_model_mb is not None and size_mb > b.max_model_mb:
+        found.append(f"model size {size_mb:.2f} MB > max_model_mb {b.max_model_mb}")
+    lat = row.get("latency_ms") or {}
+    # a host standing in for another device says nothing about that device's latency; the device itself does
+    measured_there = lat.get("where") == "host" or str(lat.get("where", "")).startswith("ssh://")
+    if b.latency_p90_ms is not None and measured_there and lat["p90"] > b.latency_p90_ms:
+        found.append(f"latency p90 {lat['p90']:.2f} ms > latency_p90_ms {b.latency_p90_ms}")
+    acc = row.get("accuracy")
+    if acc:
+        found += accuracy_violations(acc, b.min_top1_agreement,
+                                     accuracy_budget if accuracy_budget is not None else b.max_accuracy_drop,
+                                     b.min_cosine)
+    return found
+
+
+def accuracy_violations(acc: dict, min_agreement: float | None, max_drop: float | None,
+                        min_cosine: float | None = None) -> list[str]:
+    found = []
+    if acc.get("error"):
+        return [acc["error"]]
+    if acc.get("constant_output"):
+        found.append("output is the same for every input (a broken quantization)")
+    if min_agreement is not None and acc.get("top1_agreement") is not None and acc["top1_agreement"] < min_agreement:
+        found.append(f"top-1 agreement {acc['top1_agreement']:.3f} < min_top1_agreement {min_agreement}")
+    if max_drop is not None:
+        drop, what = accuracy_drop(acc)
+        if drop is not None and drop > max_drop:
+            found.append(f"accuracy drop {drop:.2f} points ({what}) > budget {max_drop}")
+    if min_cosine is not None and acc.get("cosine_mean") is not None and acc["cosine_mean"] < min_cosine:
+        found.append(f"logit cosine {acc['cosine_mean']:.4f} < min_cosine {min_cosine}")
+    return found
+
+
+def accuracy_drop(acc: dict) -> tuple[float | None, str]:
+    """Points lost: the task metric with labels, else disagreement on the confident samples."""
+    if acc.get("task_metric"):
+        return acc["task_metric"]["drop"], acc["task_metric"]["name"]
+    agreement = acc.get("top1_agreement_confident")
+    if agreement is None:
+        agreement = acc.get("top1_agreement")
+    if agreement is None:
+        return None, ""
+    return round((1 - agreement) * 100, 3), "top-1 disagreement with FP32 on confident samples"
