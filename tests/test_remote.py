@@ -180,8 +180,9 @@ def process_gone(pid: int) -> bool:
 
 def test_runner_imports_only_stdlib_numpy_and_runtimes(device_python):
     allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime",
-                                              "tensorrt", "cuda", "device_runner", "device_runner_trt", "__future__"}
-    for name in ("device_runner.py", "device_runner_trt.py"):
+                                              "tensorrt", "cuda", "device_runner", "device_models", "device_runner_trt",
+                                              "__future__"}
+    for name in ("device_runner.py", "device_models.py", "device_runner_trt.py"):
         tree = ast.parse((EDGEKIT_DIR / name).read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
@@ -506,7 +507,7 @@ def test_openvino_over_ssh_matches_the_local_runner(server, tiny_onnx, tiny_data
 
 def test_nhwc_and_int8_mapping_helpers(monkeypatch):
     monkeypatch.syspath_prepend(str(EDGEKIT_DIR))
-    import device_runner as dr
+    import device_models as dr
 
     assert dr.nhwc_of([None, 3, 32, 32], [1, 32, 32, 3]) and not dr.nhwc_of([None, 3, 32, 32], [1, 3, 32, 32])
     assert not dr.nhwc_of([None, 3, 3, 3], [1, 3, 3, 3])  # ambiguous: left as it is

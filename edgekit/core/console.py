@@ -9,9 +9,9 @@ import click
 
 
 def echo_json(data) -> None:
-    from edgekit.core.atomic import _json_default
+    from edgekit.core.atomic import json_default
 
-    click.echo(json.dumps(data, indent=2, default=_json_default))
+    click.echo(json.dumps(data, indent=2, default=json_default))
 
 
 def print_table(title: str | None, columns, rows) -> None:

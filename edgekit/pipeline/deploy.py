@@ -16,7 +16,7 @@ from edgekit.core.hostinfo import environment
 from edgekit.core.latency import compact_samples, cv_warning
 from edgekit.core.onnx_model import describe_onnx
 from edgekit.core.profiles import Profile
-from edgekit.core.speedprobe import SpeedProbe
+from edgekit.onnx.speedprobe import SpeedProbe
 from edgekit.core.tensors import TensorSpec, random_feed
 from edgekit.report.writer import build_report, write_reports
 from edgekit.stages.bench import BenchOptions, bench_runner

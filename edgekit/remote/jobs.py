@@ -40,7 +40,7 @@ from edgekit.remote.ssh import (
 )
 
 HERE = Path(__file__).resolve().parent.parent / "device"  # the standalone runners copied to a device
-RUNNER_FILES = ("device_runner.py", "device_runner_trt.py")  # standalone: no edgekit on the device
+RUNNER_FILES = ("device_runner.py", "device_models.py", "device_runner_trt.py")  # standalone: no edgekit on the device
 EVENT, EXIT, DIR = b"@@edgekit ", b"@@edgekit-exit ", b"@@edgekit-dir "
 SSH_FAILED = 255
 REMOTE_FILE = {"openvino-ir": "model.xml", "tensorrt-engine": "model.engine", "tflite": "model.tflite", "ort": "model.ort"}

@@ -126,10 +126,11 @@ def _simplify(proto):
 
 def compare_with_torch(model, onnx_path: Path, options: ExportOptions) -> float:
     """Max |ONNX - PyTorch| on random inputs (batch 1, and 2 when the batch is dynamic)."""
-    import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    from edgekit.onnx.session import ort_session
+
+    session = ort_session(onnx_path)
     worst = 0.0
     for batch, seed in ((1, 1), (2, 2)) if options.dynamic_batch else ((1, 1),):
         feed = random_feed([s.with_batch(batch) for s in options.inputs], seed=seed)
