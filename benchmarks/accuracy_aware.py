@@ -46,7 +46,7 @@ from edgekit.core.tensors import parse_input_spec
 from edgekit.pipeline.demo import DEMO_INPUT, calibration_dir, make_efficientnet_lite0
 from edgekit.stages.bench import BenchOptions, bench_runner
 from edgekit.stages.export import ExportOptions, export_onnx, save_pt2
-from edgekit.stages.search.search import SearchOptions, accuracy_aware_int8
+from edgekit.stages.search import SearchInputs, SearchOptions, accuracy_aware_int8
 from edgekit.stages.validate import compare, run_outputs, run_reference
 
 THREADS = 2
@@ -138,8 +138,8 @@ def run_pair(target: str, ref: Artifact, calib, val, ref_out, args, work: Path) 
     min_agreement = args.transformer_agreement if ref.path.stem == "tiny_transformer" else None
     search = SearchOptions(max_drop=args.budget, min_agreement=min_agreement, min_cosine=args.min_cosine,
                            time_limit_s=args.search_time)
-    result = accuracy_aware_int8(backend, build, quant, ref, calib, val, ref_out, search, work / f"{target}-aware",
-                                 THREADS, source=source)
+    inputs = SearchInputs(ref, source, calib, val, ref_out, THREADS)
+    result = accuracy_aware_int8(backend, build, quant, inputs, search, work / f"{target}-aware")
     search_s = time.perf_counter() - t0
     row = {"target": target, "default_quantize_s": round(default_s, 1), "search_s": round(search_s, 1),
            "met": result.met, "searched": result.searched, "message": result.message,

@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.base import CompileOptions, QuantOptions
-from edgekit.backends.openvino.backend import OpenVinoRunner, RunSettings, import_openvino
+from edgekit.backends.openvino.backend import OpenVinoRunner, RunSettings
 from edgekit.backends.openvino.nncf import import_nncf
+from edgekit.backends.openvino.runtime import import_openvino
 from edgekit.backends.registry import get_backend, load_profile
 from edgekit.core.artifact import Artifact
 from edgekit.core.data import open_data

@@ -230,14 +230,18 @@ def test_search_variants_follow_the_model_and_the_target(planted, tmp_path):
     from test_smoothquant import TinyTransformer
 
     from edgekit.backends.base import QuantOptions
-    from edgekit.stages.search.variants import OPENVINO_ATTENTION, calibration_variants
+    from edgekit.backends.openvino.backend import FUSED_ATTENTION as OPENVINO_ATTENTION
+    from edgekit.backends.registry import get_backend
+
+    def calibration_variants(target, quant, reference):
+        return get_backend(target).calibration_variants(quant, reference)
 
     transformer = tmp_path / "transformer.onnx"
     torch.manual_seed(0)
     export_onnx(TinyTransformer().eval(), transformer,
                 ExportOptions(inputs=(parse_input_spec("x:1x8x64"),), dynamic_batch=False), source_name="t")
     cnn = calibration_variants("onnxruntime", QuantOptions(), planted)
-    assert [v for v in cnn if "_cost" not in v] == [{"method": "percentile"}]  # nothing to smooth in a CNN
+    assert [v for v in cnn if "cost" not in v] == [{"method": "percentile"}]  # nothing to smooth in a CNN
     assert cnn[-1]["method"] == "entropy"  # the slow one last, tried only when the time bound has room
     assert calibration_variants("onnxruntime", QuantOptions(per_channel=False), planted)[0] == {"per_channel": True}
     ort = calibration_variants("onnxruntime", QuantOptions(), transformer)

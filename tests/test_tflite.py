@@ -192,8 +192,8 @@ def test_two_input_onnx_maps_each_input(backend, two_input_onnx, two_input_data,
 def test_onnx2tf_child_refuses_the_network():
     """The audit hook the onnx2tf child installs: any outbound connection fails before it is made."""
     code = ("import socket, sys\n"
-            "from edgekit.backends.tflite.onnx2tf import _refuse_network\n"
-            "sys.addaudithook(_refuse_network)\n"
+            "from edgekit.backends.tflite.onnx2tf import refuse_network\n"
+            "sys.addaudithook(refuse_network)\n"
             "socket.create_connection(('127.0.0.1', 9), timeout=1)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.base import Backend, CompileOptions, QuantOptions, Runner
+from edgekit.backends.calibration import SMOOTH_ALPHA, per_channel_variants, range_variants, wants_smoothing
 from edgekit.core.artifact import Artifact
 from edgekit.core.atomic import atomic_path
 from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError
@@ -25,6 +26,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     deploy_format = "onnx"
+    other_formats = ("ort",)  # compile's `ort_format` output
 
     def check_available(self) -> None:
         try:
@@ -126,9 +128,18 @@ class OnnxRuntimeBackend(Backend):
         self.check_available()
         return OnnxRuntimeRunner(artifact.path, threads)
 
+    def calibration_variants(self, quant: QuantOptions, reference: Path) -> list[dict]:
+        variants = per_channel_variants(quant)
+        if quant.extra.get("bias_correction") is False:
+            variants.append({"extra": {"bias_correction": True}})
+        smooth = wants_smoothing(quant, reference)
+        if smooth:
+            variants.append({"extra": {"smooth_quant": SMOOTH_ALPHA}})
+        return variants + range_variants(quant, smooth)
+
 
 def bias_correction(options: QuantOptions) -> bool:
-    """On unless turned off: it lifted EfficientNet-Lite0's logit cosine from 0.981 to 0.995 (qdq_bias_correction.py)."""
+    """On unless turned off: it lifted EfficientNet-Lite0's logit cosine from 0.981 to 0.995 (edgekit.onnx.bias_correction)."""
     value = options.extra.get("bias_correction", True)
     if not isinstance(value, bool):
         raise InvalidInputError(f"option bias_correction = {value!r}: give true or false")
@@ -198,10 +209,6 @@ class CalibrationReader:
 
     def rewind(self):  # not needed for single-pass calibration
         pass
-
-
-
-
 
 
 class OnnxRuntimeRunner(Runner):

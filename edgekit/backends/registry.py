@@ -1,4 +1,4 @@
-"""Target registry: name -> "module:Class", imported only when looked up."""
+"""Target registry: one line per target, its Backend class imported only when looked up."""
 
 from __future__ import annotations
 
@@ -6,21 +6,26 @@ import importlib
 
 from edgekit.core.errors import InvalidInputError
 
-BACKENDS = {
-    "onnxruntime": "edgekit.backends.onnxruntime:OnnxRuntimeBackend",
-    "openvino": "edgekit.backends.openvino.backend:OpenVinoBackend",
-    "tflite": "edgekit.backends.tflite.backend:TfliteBackend",
-    "tensorrt": "edgekit.backends.tensorrt.backend:TensorRtBackend",
+# name -> ("module:Backend class", the pip extra that installs its runtime)
+TARGETS = {
+    "onnxruntime": ("edgekit.backends.onnxruntime:OnnxRuntimeBackend", None),
+    "openvino": ("edgekit.backends.openvino.backend:OpenVinoBackend", "openvino"),
+    "tflite": ("edgekit.backends.tflite.backend:TfliteBackend", "tflite"),
+    "tensorrt": ("edgekit.backends.tensorrt.backend:TensorRtBackend", "tensorrt"),
 }
-
-# pip extra that installs each target's runtime
-EXTRAS = {"onnxruntime": None, "openvino": "openvino", "tflite": "tflite", "tensorrt": "tensorrt"}
+BACKENDS = {name: path for name, (path, _) in TARGETS.items()}
+EXTRAS = {name: extra for name, (_, extra) in TARGETS.items()}
 
 
 def get_backend(name: str):
     """Instantiate a target's Backend; unknown names are a usage error (exit 2)."""
     if name not in BACKENDS:
         raise InvalidInputError(f"unknown target '{name}'", hint=f"one of {', '.join(sorted(BACKENDS))}")
+    return backend_class(name)()
+
+
+def backend_class(name: str) -> type:
+    """The Backend class of a registered target, without running anything of its runtime."""
     module_name, cls_name = BACKENDS[name].split(":")
     try:
         module = importlib.import_module(module_name)
@@ -34,7 +39,7 @@ def get_backend(name: str):
                 hint=f"pip install 'edgekit[{extra}]'" if extra else None,
             ) from e
         raise
-    return getattr(module, cls_name)()
+    return getattr(module, cls_name)
 
 
 def available_targets() -> dict[str, str | None]:
@@ -52,8 +57,17 @@ def available_targets() -> dict[str, str | None]:
 
 
 def target_for_format(fmt: str) -> str:
-    return {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino-ir": "openvino", "tflite": "tflite",
-            "tensorrt-engine": "tensorrt"}.get(fmt, "onnxruntime")
+    """The target whose runner loads files of this format (as each Backend declares); ONNX Runtime otherwise."""
+    from edgekit.core.errors import TargetUnavailableError
+
+    for name in BACKENDS:
+        try:
+            cls = backend_class(name)
+        except TargetUnavailableError:  # not in this build: it runs nothing here
+            continue
+        if fmt == cls.deploy_format or fmt in cls.other_formats:
+            return name
+    return "onnxruntime"
 
 
 def load_profile(name_or_path: str):

@@ -25,7 +25,7 @@ FLOAT = 1  # onnx.TensorProto.FLOAT
 
 @dataclass(frozen=True)
 class LayerError:
-    name: str  # node name in the Q/DQ model (what --exclude takes on ONNX targets)
+    name: str  # the layer's node name in the quantized model (what `exclude` resolves)
     op: str
     tensor: str  # the node output compared
     sqnr_db: float  # whole tensor
@@ -216,8 +216,6 @@ def _dequantized_names(model) -> dict[str, str]:
     q_out = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     dq_of_q = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     return {t: dq_of_q[q] for t, q in q_out.items() if q in dq_of_q}
-
-
 
 
 def tap_session(model, outputs: list[str], optimize: bool):

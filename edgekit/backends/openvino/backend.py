@@ -1,27 +1,42 @@
-"""OpenVINO: ONNX -> IR (.xml + .bin), NNCF int8 (openvino_nncf.py), and a runner for CPU / GPU / NPU."""
+"""OpenVINO: ONNX -> IR (.xml + .bin), NNCF int8 (openvino/nncf.py), and a runner for CPU / GPU / NPU."""
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.backends.base import Backend, CompileOptions, QuantOptions, Runner
-from edgekit.backends.openvino.graph import NodeIndex, conversion_error, summary
+from edgekit.backends.base import (
+    Backend,
+    CompileOptions,
+    LayerRanking,
+    QuantOptions,
+    Runner,
+    SensitivityTask,
+    qdq_layer_ranking,
+)
+from edgekit.backends.calibration import SMOOTH_ALPHA, per_channel_variants, wants_smoothing
+from edgekit.backends.openvino.graph import NodeIndex, summary
+from edgekit.backends.openvino.layers import ir_layer_errors
+from edgekit.backends.openvino.runtime import (
+    PHYSICAL_DEVICES,
+    VIRTUAL_DEVICES,
+    import_openvino,
+    io_specs,
+    ir_stem,
+    load_model,
+    ov_version,
+    reshape_inputs,
+    save_ir,
+)
 from edgekit.core.artifact import Artifact
-from edgekit.core.atomic import atomic_dir, write_json
 from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError
 from edgekit.core.hostinfo import package_version
-from edgekit.core.progress import status
-from edgekit.core.tensors import TensorSpec
+from edgekit.onnx.sensitivity import LayerError
 
-INSTALL_HINT = "pip install 'edgekit[openvino]'"
 DEFAULT_DEVICE = "CPU"
-PHYSICAL_DEVICES = ("CPU", "GPU", "NPU")
-VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")  # these name other devices after a ':'
 PRECISION_HINTS = ("f32", "bf16", "f16")
 # [runtime.options] this target reads (profile) -> what they do, for the error on a typo
 OPTIONS = {
@@ -33,31 +48,8 @@ OPTIONS = {
     "activation_ranges": "NNCF activation range estimator: minmax | histogram (default minmax)",
     "smooth_quant": "SmoothQuant alpha for LayerNorm -> MatMul, 0 < alpha <= 1, or false (default: NNCF's, 0.95 on transformers)",
 }
-OV_DTYPES = {"f32": "float32", "f16": "float16", "i64": "int64", "i32": "int32", "i8": "int8", "u8": "uint8",
-             "boolean": "bool"}
 IR_SUFFIX = {"fp32": "", "fp16": ".fp16", "int8": ".int8"}
-
-
-def import_openvino():
-    """The `openvino` module, with its usage telemetry declined for this process.
-
-    OpenVINO's model converter and NNCF send usage events to Google Analytics unless the user opted out
-    in ~/intel; edgekit never reaches the network at run time, so it declines without touching that file.
-    """
-    try:
-        import openvino as ov
-    except ImportError as e:
-        raise TargetUnavailableError("openvino is not installed", hint=INSTALL_HINT) from e
-    _decline_telemetry()
-    return ov
-
-
-def _decline_telemetry() -> None:
-    try:
-        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
-    except ImportError:  # no telemetry package: nothing is sent
-        return
-    OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
+FUSED_ATTENTION = "ScaledDotProductAttention"  # the op type OpenVINO fuses attention into
 
 
 def check_options(options: dict) -> dict:
@@ -76,6 +68,7 @@ def check_options(options: dict) -> dict:
 class OpenVinoBackend(Backend):
     name = "openvino"
     deploy_format = "openvino-ir"
+    inspectable_formats = ("openvino-ir",)
 
     def check_available(self) -> None:
         import_openvino()
@@ -114,113 +107,32 @@ class OpenVinoBackend(Backend):
     def runner(self, artifact: Artifact, threads: int | None = None, profile=None) -> Runner:
         return OpenVinoRunner(artifact, run_settings(artifact, threads, profile))
 
+    def calibration_variants(self, quant: QuantOptions, reference: Path) -> list[dict]:
+        extra = quant.extra
+        variants = per_channel_variants(quant)
+        if extra.get("fast_bias_correction"):  # NNCF's full bias correction
+            variants.append({"extra": {"fast_bias_correction": False}})
+        if wants_smoothing(quant, reference):
+            variants.append({"extra": {"smooth_quant": SMOOTH_ALPHA}})
+            # OpenVINO fuses attention into one op whose int8 inputs lose most of the rest: on the benchmark
+            # transformer, smoothing alone left cosine at 0.908; with attention in float it reached 0.999
+            variants.append({"exclude": (FUSED_ATTENTION,), "extra": {"smooth_quant": SMOOTH_ALPHA}})
+        if extra.get("activation_ranges", "minmax") == "minmax":
+            variants.append({"extra": {"activation_ranges": "histogram"}})  # NNCF's counterpart of percentile
+        if extra.get("preset") != "mixed":  # asymmetric activations
+            variants.append({"extra": {"preset": "mixed"}})
+        return variants
 
-def ov_version() -> str:
-    return package_version("openvino") or import_openvino().__version__
+    def layer_sensitivity(self, task: SensitivityTask) -> LayerRanking:
+        """On the IR itself, named by OpenVINO ops (NNCF ignored_scope); an ONNX proxy is named by the
+        reference's nodes, which is the graph OpenVINO converts and resolves `exclude` on."""
+        if task.int8 is not None and task.int8.format == self.deploy_format:
+            return LayerRanking.named_by_rows(ir_layer_errors(task.int8, task.reference.path, task.sample,
+                                                              task.max_samples))
+        return qdq_layer_ranking(task, names_from_reference=True)
 
-
-def ir_stem(path: Path) -> str:
-    """`reference.onnx` -> `reference`; `model.int8.onnx` -> `model` (the IR gets its own precision suffix)."""
-    return re.sub(r"\.(int8|fp16)$", "", path.stem)
-
-
-def load_model(source: Artifact):
-    """The source as an ov.Model (ONNX through ov.convert_model, or an IR), with its node index."""
-    ov = import_openvino()
-    if source.format not in ("onnx", "openvino-ir"):
-        raise InvalidInputError(f"OpenVINO converts ONNX models or reads IR, got {source.format}: {source.path}")
-    if source.format == "openvino-ir":
-        try:
-            model = ov.Core().read_model(str(source.path))
-        except Exception as e:
-            raise InvalidInputError(f"{source.path} is not a readable OpenVINO IR: {summary(e)}",
-                                    hint="the .xml needs its .bin beside it") from e
-        return model, NodeIndex(model)
-    index = NodeIndex.from_onnx(source.path)
-    with status(f"converting {source.path.name} to OpenVINO"):
-        try:
-            model = ov.convert_model(str(source.path))
-        except Exception as e:
-            raise conversion_error(e, index, source.path.name) from e
-    index.add_ov_model(model)
-    return model, index
-
-
-def reshape_inputs(model, specs, index: NodeIndex | None = None) -> dict[str, str]:
-    """Give inputs the shapes the user asked for (`--input name:1x3x224x224`); returns what changed."""
-    ov = import_openvino()
-    if not specs:
-        return {}
-    current = {s.name: s for s in io_specs(model.inputs)}
-    unknown = [s.name for s in specs if s.name not in current]
-    if unknown:
-        raise InvalidInputError(f"--input names '{unknown[0]}', which the model does not have",
-                                hint="model inputs: " + ", ".join(current))
-    changed = {s.name: s.display_shape() for s in specs if s.shape != current[s.name].shape}
-    if not changed:
-        return {}
-    shapes = {s.name: ov.PartialShape([-1 if d is None else d for d in s.shape]) for s in specs if s.name in changed}
-    try:
-        model.reshape(shapes)
-    except Exception as e:
-        node = index.find_in(str(e)) if index else None
-        where = f" at {node}" if node else ""
-        raise InvalidInputError(
-            f"cannot give the model input shape {', '.join(f'{k}:{v}' for k, v in changed.items())}{where}: "
-            f"{summary(e)}",
-            hint="the model's inputs: " + ", ".join(f"{s.name}:{s.display_shape()}" for s in current.values()),
-        ) from e
-    return changed
-
-
-def io_specs(ports, preferred: list[str] | None = None) -> list[TensorSpec]:
-    return [TensorSpec(port_name(p, preferred), _dims(p), OV_DTYPES.get(p.get_element_type().get_type_name(), "float32"))
-            for p in ports]
-
-
-def port_name(port, preferred: list[str] | None = None) -> str:
-    """The tensor name of a port; the ONNX name when OpenVINO gave the port several."""
-    names = port.get_names()
-    for name in preferred or ():
-        if name in names:
-            return name
-    return port.get_any_name()
-
-
-def _dims(port) -> tuple[int | None, ...]:
-    shape = port.get_partial_shape()
-    if shape.rank.is_dynamic:
-        return ()
-    return tuple(d.get_length() if d.is_static else None for d in shape)
-
-
-def _layout(spec: TensorSpec) -> str | None:
-    # ONNX convolutions take NCHW; other ranks carry no convention worth guessing
-    return {4: "NCHW", 2: "NC"}.get(len(spec.shape))
-
-
-def save_ir(model, out: Path, precision: str, provenance: dict, preferred_outputs: list[str]) -> Artifact:
-    """Write .xml, .bin and the sidecar together: all three appear, or none (atomic_dir)."""
-    ov = import_openvino()
-    inputs = io_specs(model.inputs)
-    outputs = io_specs(model.outputs, preferred_outputs)
-    art = Artifact(
-        path=out, format="openvino-ir", precision=precision, target="openvino",
-        inputs=inputs, outputs=[o.name for o in outputs],
-        provenance={
-            **provenance, "openvino_version": ov_version(),
-            "input_shapes": {s.name: s.display_shape() for s in inputs},
-            "output_shapes": {s.name: s.display_shape() for s in outputs},
-            "layout": {s.name: _layout(s) for s in inputs},
-        },
-    )
-    with atomic_dir(out.parent) as tmp, status(f"writing {out.name}"):
-        try:
-            ov.save_model(model, str(tmp / out.name), compress_to_fp16=precision == "fp16")
-        except Exception as e:
-            raise BackendError(f"OpenVINO could not save {out.name}: {summary(e)}") from e
-        write_json(tmp / art.sidecar_path.name, art.to_dict())
-    return art
+    def inspect_layers(self, artifact: Artifact, reference: Path, data, max_samples: int) -> list[LayerError]:
+        return ir_layer_errors(artifact, reference, data, max_samples)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from edgekit.backends.base import QuantOptions
-from edgekit.backends.openvino.backend import (
+from edgekit.backends.openvino.graph import NodeIndex, summary
+from edgekit.backends.openvino.runtime import (
     INSTALL_HINT,
     PHYSICAL_DEVICES,
     VIRTUAL_DEVICES,
@@ -29,7 +30,6 @@ from edgekit.backends.openvino.backend import (
     reshape_inputs,
     save_ir,
 )
-from edgekit.backends.openvino.graph import NodeIndex, summary
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import BackendError, EdgekitError, InvalidInputError, TargetUnavailableError
 from edgekit.core.hostinfo import cpu_info, package_version

@@ -19,6 +19,7 @@ from pathlib import Path
 import onnx
 
 from edgekit.backends.base import Backend, CompileOptions, QuantOptions, Runner
+from edgekit.backends.calibration import SMOOTH_ALPHA, per_channel_variants, range_variants, wants_smoothing
 from edgekit.backends.onnxruntime import CalibrationReader, OnnxRuntimeRunner, preprocess_for_quantization
 from edgekit.backends.tensorrt.plan import BuildSettings
 from edgekit.backends.tensorrt.qdq import (
@@ -42,6 +43,8 @@ OPTION_KEYS = tuple(sorted({f.name for f in fields(QdqSettings)} - {"method", "p
 class TensorRtBackend(Backend):
     name = "tensorrt"
     deploy_format = "tensorrt-engine"
+    builds_on_device = True  # engines are not portable: built on the device itself
+    has_cpu_fallback = True  # cpu_fallback: the Q/DQ or fp16 ONNX, checked with ONNX Runtime
 
     def check_available(self) -> None:
         """TensorRT 10+ and a visible NVIDIA GPU: what building and running engines needs."""
@@ -184,6 +187,13 @@ class TensorRtBackend(Backend):
         options = profile.runtime.options if profile else {}
         return TensorRtRunner(artifact.path, version_compatible=bool(built.get("version_compatible")),
                               cuda_graph=bool(options.get("cuda_graph", False)))
+
+    def calibration_variants(self, quant: QuantOptions, reference: Path) -> list[dict]:
+        variants = per_channel_variants(quant)
+        smooth = wants_smoothing(quant, reference)
+        if smooth:
+            variants.append({"extra": {"smooth_quant": SMOOTH_ALPHA}})
+        return variants + range_variants(quant, smooth)
 
     # --- deploy on a machine without TensorRT ----------------------------------------------
 

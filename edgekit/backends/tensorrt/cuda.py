@@ -41,11 +41,12 @@ class CudaPython:
 
     def __init__(self):
         self.rt = _cudart()
-        count = self._call(self.rt.cudaGetDeviceCount, what="cudaGetDeviceCount", unavailable=True)
+        count = self.checked(self.rt.cudaGetDeviceCount, what="cudaGetDeviceCount", unavailable=True)
         if count < 1:
             raise TargetUnavailableError("no CUDA device is visible", hint="check the driver (nvidia-smi) and CUDA_VISIBLE_DEVICES")
 
-    def _call(self, fn, *args, what: str = "", unavailable: bool = False):
+    def checked(self, fn, *args, what: str = "", unavailable: bool = False):
+        """fn(*args) of the CUDA runtime, its error code turned into an exception, its value returned."""
         err, *rest = fn(*args)
         if int(err) != 0:
             cls = TargetUnavailableError if unavailable else BackendError
@@ -55,46 +56,46 @@ class CudaPython:
     def facts(self) -> DeviceFacts:
         import platform
 
-        props = self._call(self.rt.cudaGetDeviceProperties, 0)
+        props = self.checked(self.rt.cudaGetDeviceProperties, 0)
         name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
         return DeviceFacts(name=name, compute_capability=f"{props.major}.{props.minor}",
-                           cuda_runtime=_cuda_version(self._call(self.rt.cudaRuntimeGetVersion)),
-                           cuda_driver=_cuda_version(self._call(self.rt.cudaDriverGetVersion)),
+                           cuda_runtime=_cuda_version(self.checked(self.rt.cudaRuntimeGetVersion)),
+                           cuda_driver=_cuda_version(self.checked(self.rt.cudaDriverGetVersion)),
                            arch=platform.machine(), integrated=bool(props.integrated))
 
     def buffer(self, nbytes: int) -> "PythonBuffer":
         return PythonBuffer(self, nbytes)
 
     def stream(self):
-        return self._call(self.rt.cudaStreamCreate)
+        return self.checked(self.rt.cudaStreamCreate)
 
     def handle(self, stream) -> int:
         return int(stream)
 
     def sync(self, stream) -> None:
-        self._call(self.rt.cudaStreamSynchronize, stream)
+        self.checked(self.rt.cudaStreamSynchronize, stream)
 
     def event(self):
-        return self._call(self.rt.cudaEventCreate)
+        return self.checked(self.rt.cudaEventCreate)
 
     def record(self, event, stream) -> None:
-        self._call(self.rt.cudaEventRecord, event, stream)
+        self.checked(self.rt.cudaEventRecord, event, stream)
 
     def elapsed_ms(self, start, end) -> float:
-        return float(self._call(self.rt.cudaEventElapsedTime, start, end))
+        return float(self.checked(self.rt.cudaEventElapsedTime, start, end))
 
     def capture(self, stream, enqueue) -> object:
         """A CUDA graph of what `enqueue()` puts on the stream (TensorRT's enqueue, here)."""
         rt = self.rt
-        self._call(rt.cudaStreamBeginCapture, stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
+        self.checked(rt.cudaStreamBeginCapture, stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
         try:
             enqueue()
         finally:
-            graph = self._call(rt.cudaStreamEndCapture, stream)
-        return self._call(rt.cudaGraphInstantiate, graph, 0)
+            graph = self.checked(rt.cudaStreamEndCapture, stream)
+        return self.checked(rt.cudaGraphInstantiate, graph, 0)
 
     def launch(self, graph, stream) -> None:
-        self._call(self.rt.cudaGraphLaunch, graph, stream)
+        self.checked(self.rt.cudaGraphLaunch, graph, stream)
 
     def close(self, stream, events, graph) -> None:
         for ev in events:
@@ -110,19 +111,19 @@ class PythonBuffer:
 
     def __init__(self, cuda: CudaPython, nbytes: int):
         self.cuda, self.nbytes = cuda, max(nbytes, 1)
-        self.ptr = int(cuda._call(cuda.rt.cudaMalloc, self.nbytes))
-        self._host_ptr = int(cuda._call(cuda.rt.cudaMallocHost, self.nbytes))
+        self.ptr = int(cuda.checked(cuda.rt.cudaMalloc, self.nbytes))
+        self._host_ptr = int(cuda.checked(cuda.rt.cudaMallocHost, self.nbytes))
         raw = (ctypes.c_uint8 * self.nbytes).from_address(self._host_ptr)
         self.host = np.ctypeslib.as_array(raw)
 
     def upload(self, stream) -> None:
         rt = self.cuda.rt
-        self.cuda._call(rt.cudaMemcpyAsync, self.ptr, self._host_ptr, self.nbytes,
+        self.cuda.checked(rt.cudaMemcpyAsync, self.ptr, self._host_ptr, self.nbytes,
                         rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream)
 
     def download(self, stream) -> None:
         rt = self.cuda.rt
-        self.cuda._call(rt.cudaMemcpyAsync, self._host_ptr, self.ptr, self.nbytes,
+        self.cuda.checked(rt.cudaMemcpyAsync, self._host_ptr, self.ptr, self.nbytes,
                         rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
 
     def free(self) -> None:

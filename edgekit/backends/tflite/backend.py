@@ -3,7 +3,7 @@
 - compile: `.pt2` -> litert-torch (no TensorFlow), ONNX -> onnx2tf (extra `tflite-onnx`);
   fp16 casts the weights. int8 needs calibration data, so it goes through `quantize`.
 - quantize: the float .tflite, then ai-edge-quantizer static int8 with edgekit's calibration and
-  bias correction (tflite_quant.py). Float I/O unless `int8_io` (profile option / --int8-io).
+  bias correction (tflite/quant.py). Float I/O unless `int8_io` (profile option / --int8-io).
 - runner: ai-edge-litert's Interpreter (XNNPACK), or tflite-runtime; NCHW in and out.
 Every runtime library is imported inside functions, so `import edgekit` needs none of them.
 """
@@ -11,15 +11,19 @@ Every runtime library is imported inside functions, so `import edgekit` needs no
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from edgekit.backends.base import Backend, CompileOptions, QuantOptions, Runner
+from edgekit.backends.base import Backend, CompileOptions, LayerRanking, QuantOptions, Runner, SensitivityTask
+from edgekit.backends.calibration import per_channel_variants
 from edgekit.backends.tflite.runner import IoMap, TfliteRunner, interpreter_class, signature_inputs, to_model_layout
+from edgekit.backends.tflite.sensitivity import tflite_layer_errors
 from edgekit.core.artifact import Artifact
 from edgekit.core.atomic import atomic_path
 from edgekit.core.errors import InvalidInputError
 from edgekit.core.hostinfo import package_version
 from edgekit.core.tensors import TensorSpec
+from edgekit.onnx.sensitivity import LayerError
 
 PACKAGES = ("ai-edge-litert", "litert-torch", "ai-edge-quantizer", "onnx2tf", "tensorflow", "tflite-runtime")
 QUANTIZE_HINT = "edgekit quantize MODEL --target tflite --calib DATA -o DIR"
@@ -32,6 +36,7 @@ class TfliteBackend(Backend):
     name = "tflite"
     deploy_format = "tflite"
     prefers_pytorch = True  # deploy hands over the torch.export .pt2 when the model came from PyTorch
+    inspectable_formats = ("tflite",)
 
     def check_available(self) -> None:
         interpreter_class()
@@ -138,6 +143,32 @@ class TfliteBackend(Backend):
         threads = threads or (profile.threads() if profile else None) or os.cpu_count()
         io = IoMap.from_dict(artifact.provenance.get("io"))
         return TfliteRunner(artifact.path, list(artifact.inputs), io, threads)
+
+    # ---- accuracy search and inspect-quant -------------------------------------------------------
+
+    def calibration_variants(self, quant: QuantOptions, reference: Path) -> list[dict]:
+        variants = per_channel_variants(quant)
+        if quant.extra.get("bias_correction") is False:
+            variants.append({"extra": {"bias_correction": True}})
+        return variants
+
+    def measurable_quant_options(self, quant: QuantOptions) -> QuantOptions:
+        """An int8 with one output for every sample is kept, so the search can measure it and keep layers in float."""
+        return replace(quant, extra={**quant.extra, REFUSE_CONSTANT_OUTPUT: False})
+
+    def layer_sensitivity(self, task: SensitivityTask) -> LayerRanking:
+        """Ranked on the .tflite itself against the float .tflite of the same converter, named by TFLite op outputs."""
+        options = CompileOptions("fp32", tuple(task.reference.inputs))
+        float_art = self.compile(task.source, None, task.work / "float", options)
+        return LayerRanking.named_by_rows(tflite_layer_errors(float_art, task.int8, task.sample, task.max_samples))
+
+    def inspect_layers(self, artifact: Artifact, reference: Path, data, max_samples: int) -> list[LayerError]:
+        """Against its float .tflite: op names of a .tflite match its float .tflite, not the ONNX."""
+        float_art = Artifact.load(reference)
+        if float_art.format != "tflite" or float_art.precision != "fp32":
+            raise InvalidInputError(f"an int8 .tflite is compared with its float .tflite, not {Path(reference).name}",
+                                    hint="--reference MODEL.tflite from `edgekit compile MODEL.pt2 --target tflite`")
+        return tflite_layer_errors(float_art, artifact, data, max_samples)
 
 
 def _save(model: bytes, out: Path, precision: str, inputs: list[TensorSpec], outputs: list[str], io: IoMap | None,

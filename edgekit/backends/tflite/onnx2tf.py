@@ -117,7 +117,7 @@ def _last_error_line(log_path: Path) -> str | None:
 
 # ---- child side -------------------------------------------------------------------------------
 
-def _refuse_network(event: str, args) -> None:
+def refuse_network(event: str, args) -> None:
     if event == "socket.connect" and isinstance(args[1], tuple):
         raise ConnectionRefusedError(f"edgekit: onnx2tf tried to reach {args[1][0]}; conversion runs offline")
     if event == "socket.getaddrinfo":
@@ -126,7 +126,7 @@ def _refuse_network(event: str, args) -> None:
 
 def _child(request_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
-    sys.addaudithook(_refuse_network)
+    sys.addaudithook(refuse_network)
     result: dict = {"ok": False}
     try:
         import onnx2tf

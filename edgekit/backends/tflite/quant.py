@@ -8,7 +8,7 @@ activations, integer kernels) with three changes measured on EfficientNet-Lite0
   (0.774 -> 0.906 top-1 agreement);
 - the model keeps float inputs/outputs (a QUANTIZE/DEQUANTIZE at the edges) unless int8 I/O is
   asked for; the int8 I/O of the recipe rounds logits to 256 levels;
-- bias correction of every int8 layer (tflite_bias_correction.py): 0.906 -> 0.981.
+- bias correction of every int8 layer (tflite/bias_correction.py): 0.906 -> 0.981.
 A model whose int8 outputs are one value for every calibration sample is refused (exit 1).
 """
 

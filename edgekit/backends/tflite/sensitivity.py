@@ -9,8 +9,6 @@ what the tflite target's `--exclude` globs match.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from edgekit.core.artifact import Artifact
@@ -95,9 +93,3 @@ def _nchw(a: np.ndarray) -> np.ndarray:
     a = np.array(a)
     return np.moveaxis(a, -1, 1) if a.ndim == 4 else a
 
-
-def float_tflite(backend, source: Artifact, inputs, folder: Path) -> Artifact:
-    """The float .tflite the int8 one was quantized from (same converter, same names)."""
-    from edgekit.backends.base import CompileOptions
-
-    return backend.compile(source, None, folder, CompileOptions("fp32", tuple(inputs)))
