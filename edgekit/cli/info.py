@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgekit.cli.options import handle_errors, json_option, load_profile_option
+from edgekit.cli.options import json_output
 
 
 @click.group()
@@ -13,8 +13,7 @@ def profiles():
 
 
 @profiles.command(name="list")
-@json_option
-@handle_errors
+@json_output
 def profiles_list(as_json):
     """List the built-in profiles."""
     from edgekit.backends.registry import load_profile
@@ -32,15 +31,15 @@ def profiles_list(as_json):
 
 @profiles.command(name="show")
 @click.argument("name")
-@json_option
-@handle_errors
+@json_output
 def profiles_show(name, as_json):
     """Show one profile (a built-in name or a TOML file)."""
     import dataclasses
 
+    from edgekit.backends.registry import load_profile
     from edgekit.core.console import echo_json, print_kv
 
-    p = load_profile_option(name)
+    p = load_profile(name)
     data = dataclasses.asdict(p)
     if as_json:
         echo_json(data)
@@ -54,8 +53,7 @@ def profiles_show(name, as_json):
 
 
 @click.command()
-@json_option
-@handle_errors
+@json_output
 def doctor(as_json):
     """Installed targets and versions, CPU features, GPUs, and what to install for each missing target."""
     from edgekit.core.console import echo_json, print_kv

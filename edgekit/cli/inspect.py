@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgekit.cli.options import (
-    data_options,
-    handle_errors,
-    input_option,
-    json_option,
-    merge_inputs,
-    parse_inputs,
-    parse_preprocess_text,
-)
+from edgekit.cli.options import data_options, input_option, json_output
 
 
 @click.command(name="inspect-quant")
@@ -23,9 +15,8 @@ from edgekit.cli.options import (
 @click.option("--top", type=int, default=20, show_default=True, help="Rows printed (all with --json).")
 @input_option
 @data_options
-@json_option
-@handle_errors
-def inspect_quant(artifact, reference, data, limit, top, inputs, preprocess, labels, as_json):
+@json_output
+def inspect_quant(artifact, reference, data, limit, top, as_json, **read):
     """Per-layer table of int8 vs FP32 activations (SQNR, cosine, max error), the layer that breaks first.
 
     Layers are ranked by the SQNR (mean over channels) they lose against their inputs, so the
@@ -36,11 +27,13 @@ def inspect_quant(artifact, reference, data, limit, top, inputs, preprocess, lab
     from edgekit.core.artifact import Artifact
     from edgekit.core.console import echo_json, print_table
     from edgekit.core.data import open_data
+    from edgekit.pipeline.arguments import as_preprocess, as_specs, merge_inputs
     from edgekit.stages.inspect import inspect_artifact
 
     art = Artifact.load(artifact)
     ref = Artifact.load(reference)
-    source = open_data(data, merge_inputs(ref.inputs, parse_inputs(inputs)), parse_preprocess_text(preprocess), labels, limit)
+    specs = merge_inputs(ref.inputs, as_specs(read["inputs"]))
+    source = open_data(data, specs, as_preprocess(read["preprocess"]), read["labels"], limit)
     rows = inspect_artifact(art, Path(reference), source, limit)
     if as_json:
         echo_json({"artifact": str(art.path), "reference": str(reference), "samples": min(limit, len(source)),

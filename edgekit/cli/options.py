@@ -48,20 +48,13 @@ def input_option(fn):
                         help="Model input, e.g. input:1x3x224x224 (? = dynamic). Repeat for several.")(fn)
 
 
-def json_option(fn):
-    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
+def json_output(fn):
+    """--json, and typed errors as one line + hint with their exit code: what every command has."""
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(handle_errors(fn))
 
 
 def device_options(fn):
-    """--device/--devices/--accept-new-host-key/--device-timeout, given to the command as one `device`
-    (edgekit.remote.fleet.DeviceArgs, resolved inside the command so its errors are handled)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, devices, devices_file, accept_new_host_key, device_timeout, **kwargs):
-        from edgekit.remote.fleet import DeviceArgs
-
-        return fn(*args, device=DeviceArgs(tuple(devices), devices_file, accept_new_host_key, device_timeout), **kwargs)
-
+    """--device/--devices/--accept-new-host-key/--device-timeout: run the command on devices over SSH."""
     for option in reversed([
         click.option("--device", "devices", multiple=True, metavar="ssh://USER@HOST[:PORT]",
                      help="Run on this device over SSH (or a profile with [connection]). Repeat for a fleet."),
@@ -72,8 +65,8 @@ def device_options(fn):
         click.option("--device-timeout", type=float, default=600.0, show_default=True, metavar="SECONDS",
                      help="Longest one step on a device may take before the device counts as hung."),
     ]):
-        wrapper = option(wrapper)
-    return wrapper
+        fn = option(fn)
+    return fn
 
 
 def data_options(fn):
@@ -84,25 +77,21 @@ def data_options(fn):
     return fn
 
 
-def parse_inputs(inputs):
-    from edgekit.core.tensors import parse_input_spec
+def given_options(options: dict) -> dict:
+    """The options the user typed (or set by environment), as opposed to click defaults: what a call
+    with keywords would name (deploy lets them win over its edgekit.toml)."""
+    from click.core import ParameterSource
 
-    return tuple(parse_input_spec(t) for t in inputs)
-
-
-def parse_preprocess_text(text):
-    from edgekit.core.data import parse_preprocess
-
-    return parse_preprocess(text, base=None) if text else None
+    ctx = click.get_current_context()
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {k: v for k, v in options.items() if ctx.get_parameter_source(k) in given}
 
 
-def load_profile_option(name):
-    from edgekit.backends.registry import load_profile
+def show(result, as_json: bool, text) -> None:
+    """What a command prints: with --json the result's to_dict(), else `text(result)`."""
+    from edgekit.core.console import echo_json
 
-    return load_profile(name) if name else None
-
-
-def merge_inputs(model_inputs, overrides):
-    from edgekit.pipeline.deploy import resolve_inputs
-
-    return resolve_inputs(list(model_inputs), tuple(overrides)) if model_inputs else list(overrides)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        text(result)

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from edgekit.cli.options import (
-    data_options,
-    handle_errors,
-    input_option,
-    json_option,
-    parse_inputs,
-    parse_preprocess_text,
-)
+from edgekit import api
+from edgekit.cli.options import data_options, input_option, json_output, show
 
 
 @click.command(name="prune")
@@ -42,32 +34,10 @@ from edgekit.cli.options import (
 @input_option
 @data_options
 @click.option("-o", "--output", required=True, type=click.Path(), help="Pruned model: .pt2 (torch.export) or .onnx.")
-@json_option
-@handle_errors
-def prune(model, ratio, criterion, global_ranking, ignore, round_to, pattern, calib, distill, epochs, lr, batch_size,
-          ce_weight, max_samples, val, profile, min_seconds, weights, trust_pickle, inputs, preprocess, labels, output,
-          as_json):
+@json_output
+def prune(model, as_json, **options):
     """Remove channels from a PyTorch model (file.py:factory, module:factory, .pt2) and recover it."""
-    from edgekit.core.console import echo_json
-    from edgekit.stages.bench import BenchOptions
-    from edgekit.stages.prune.recover import RecoveryOptions
-    from edgekit.stages.prune.run import PruneOptions, prune_file, reject_onnx
-    from edgekit.stages.prune.structure import PruneSpec
-
-    reject_onnx(model)  # before parsing anything else: the one thing that cannot work
-    spec = PruneSpec(ratio=ratio, criterion=criterion, global_ranking=global_ranking, ignore=tuple(ignore),
-                     round_to=round_to, pattern=pattern)
-    options = PruneOptions(
-        spec=spec, inputs=parse_inputs(inputs), calib=calib, distill=distill, val=val, preprocess=parse_preprocess_text(preprocess),
-        labels=labels, profile=profile, bench=BenchOptions(min_seconds=min_seconds),
-        recovery=RecoveryOptions(epochs=epochs, lr=lr, batch_size=batch_size, ce_weight=ce_weight,
-                                 max_samples=max_samples),
-    )
-    report = prune_file(model, Path(output), options, weights, trust_pickle)
-    if as_json:
-        echo_json(report)
-    else:
-        print_prune_report(report)
+    show(api.prune(model, **options), as_json, lambda result: print_prune_report(result.report))
 
 
 def print_prune_report(report: dict) -> None:

@@ -229,12 +229,12 @@ def _check_semantics(config: ProjectConfig) -> None:
 
 # ---- config + command line -> DeployOptions ------------------------------------------------------
 
-# A command-line parameter of `deploy` -> (DeployOptions field, sub-field of a nested options object)
-CLI_FIELDS = {"profiles": ("profiles", None), "out_dir": ("out_dir", None), "calib": ("calib", None),
-              "val": ("val", None), "preprocess": ("preprocess", None), "labels": ("labels", None),
-              "inputs": ("inputs", None), "weights": ("weights", None), "trust_pickle": ("trust_pickle", None),
-              "precisions": ("precisions", None), "accuracy_budget": ("accuracy_budget", None),
-              "method": ("quant", "method"), "min_seconds": ("bench", "min_seconds"), "prune_ratio": ("prune", None)}
+# An option of `deploy` -> (DeployOptions field, sub-field of a nested options object)
+OPTION_FIELDS = {"profiles": ("profiles", None), "output": ("out_dir", None), "calib": ("calib", None),
+                 "val": ("val", None), "preprocess": ("preprocess", None), "labels": ("labels", None),
+                 "inputs": ("inputs", None), "weights": ("weights", None), "trust_pickle": ("trust_pickle", None),
+                 "precisions": ("precisions", None), "accuracy_budget": ("accuracy_budget", None),
+                 "method": ("quant", "method"), "min_seconds": ("bench", "min_seconds"), "prune": ("prune", None)}
 
 
 def config_fields(config: ProjectConfig) -> dict:
@@ -257,15 +257,15 @@ def config_fields(config: ProjectConfig) -> dict:
 
 
 def merge_deploy_options(config: ProjectConfig | None, model: str | None, cli_options, explicit: set[str]):
-    """(model, DeployOptions): the config's values, except where the command line gave one explicitly."""
-    from edgekit.pipeline.deploy import DeployOptions
+    """(model, DeployOptions): the config's values, except the options given explicitly (`explicit`)."""
+    from edgekit.pipeline.deploy_run import DeployOptions
 
     opts = cli_options
     if config is not None:
         known = {f.name for f in fields(DeployOptions)}
         explicit_fields: dict[str, set] = {}
         for param in explicit:
-            field_name, sub = CLI_FIELDS.get(param, (param, None))
+            field_name, sub = OPTION_FIELDS.get(param, (param, None))
             explicit_fields.setdefault(field_name, set()).add(sub)
         updates = {}
         for name, value in config_fields(config).items():
@@ -286,14 +286,6 @@ def merge_deploy_options(config: ProjectConfig | None, model: str | None, cli_op
     if opts.out_dir is None:
         raise InvalidInputError("no output folder given", hint="pass -o DIR or set [deploy] output")
     return model, opts
-
-
-def explicit_params(ctx) -> set[str]:
-    """Parameters the user typed (or set by environment), as opposed to click defaults."""
-    from click.core import ParameterSource
-
-    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    return {name for name in ctx.params if ctx.get_parameter_source(name) in given}
 
 
 # ---- where each key is: tomllib has no positions -------------------------------------------------

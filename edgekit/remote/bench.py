@@ -1,6 +1,6 @@
 """Benchmark and validate an artifact on a device over SSH, with the same report blocks as local runs.
 
-The runner sends back raw latency samples; the statistics are computed here with bench.latency_stats,
+The runner sends back raw latency samples; the block is built here with stages.bench.latency_block,
 so a device row and a host row mean the same thing. Outputs come back as NPZ and are compared with the
 FP32 reference on the host (validate.compare).
 """
@@ -12,12 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgekit.core.errors import InvalidInputError
-from edgekit.core.latency import compact_samples, latency_stats
 from edgekit.core.progress import progress_iter
 from edgekit.core.tensors import random_feed
 from edgekit.remote.jobs import RemoteOptions, artifact_job, read_outputs, run_job, write_samples
 from edgekit.remote.ssh import Device
-from edgekit.stages.bench import BenchOptions
+from edgekit.stages.bench import BenchOptions, Timing, latency_block
 
 
 def bench_feed(artifact, batch: int = 1) -> dict:
@@ -43,12 +42,9 @@ def bench_on_device(artifact, device: Device, threads: int | None, options: Benc
         fetched = run_job(device, job, files, tmp / "out", remote, progress=("measuring", options.min_runs))
         res = fetched.result
         outputs = read_outputs(tmp / "out" / "outputs.npz", 1, len(res["output_names"]))[0]
-    block = latency_stats(res["samples_ms"])
-    block.update(warmup=options.warmup, first_ms=round(res["first_ms"], 3), load_ms=round(res["load_ms"], 3),
-                 peak_rss_mb=res["peak_rss_mb"], batch=options.batch, threads=threads, where=device.url)
-    if res.get("effective_precision"):
-        block["effective_precision"] = res["effective_precision"]
-    block["samples"] = compact_samples(res["samples_ms"])
+    timing = Timing(res["samples_ms"], res["first_ms"], res["load_ms"], res["peak_rss_mb"],
+                    res.get("effective_precision"))
+    block = latency_block(timing, options, threads, device.url)
     return {"latency_ms": block, "environment": device_environment(res["environment"], device),
             "outputs": dict(zip(res["output_names"], outputs)), "attempts": fetched.attempts}
 
@@ -74,10 +70,10 @@ def outputs_on_device(artifact, device: Device, data, threads: int | None, remot
 def validate_on_device(artifact, ref, data, device: Device, threads: int | None, remote: RemoteOptions,
                        runtime_options: dict | None = None) -> dict:
     """The accuracy block of the artifact run on the device, against FP32 reference outputs from the host."""
-    from edgekit.stages.validate import _ordered, compare
+    from edgekit.stages.validate import compare, ordered_outputs
 
     got = outputs_on_device(artifact, device, data, threads, remote, runtime_options)
-    outs = [_ordered(dict(zip(got["output_names"], sample)), ref.output_names) for sample in got["outputs"]]
+    outs = [ordered_outputs(dict(zip(got["output_names"], sample)), ref.output_names) for sample in got["outputs"]]
     return {"accuracy": compare(ref, outs), "environment": got["environment"]}
 
 

@@ -7,7 +7,6 @@ come back; the sidecar records the device's TensorRT, CUDA, GPU and compute capa
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,7 +33,7 @@ def build_inputs(source: Artifact, overrides) -> list[dict]:
 
 def timing_cache_path(out_dir: Path, device: Device) -> Path:
     """One timing cache per device, kept beside the engines (it speeds up the next build there)."""
-    return out_dir / ".timing-cache" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", device.url[len("ssh://"):]) + ".cache")
+    return out_dir / ".timing-cache" / (device.slug + ".cache")
 
 
 def compile_on_device(source: Artifact, device: Device, precision: str, overrides, extra: dict, out_dir: Path,

@@ -1,4 +1,4 @@
-"""Several devices at once: resolve `--device` / `--devices FILE` / profiles into Devices and run a job on
+"""Several places at once: resolve `--device` / `--devices FILE` / profiles into devices and run a job at
 each concurrently (bounded). One device failing never loses the others' results: each gets its own row."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Callable
 
 from edgekit.core.errors import BackendError, EdgekitError, InvalidInputError
 from edgekit.remote.jobs import RemoteOptions
+from edgekit.remote.place import HOST, DevicePlace, Place
 from edgekit.remote.ssh import Device, SshSettings, device_from_connection, parse_device_url
 
 MAX_PARALLEL = 4  # devices driven at once: each costs a few threads and ssh processes here
@@ -22,9 +23,8 @@ class Fleet:
     devices: tuple[Device, ...]
     options: RemoteOptions
 
-    @property
-    def urls(self) -> list[str]:
-        return [d.url for d in self.devices]
+    def places(self) -> list[DevicePlace]:
+        return [DevicePlace(d, self.options) for d in self.devices]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class DeviceArgs:
             raise InvalidInputError("--device-timeout must be positive")
         ssh = SshSettings.from_env(accept_new_host_key=self.accept_new_host_key)
         return Fleet(tuple(unique), RemoteOptions(ssh=ssh, timeout=self.timeout, show_progress=len(unique) == 1))
+
+    def places(self) -> list[Place]:
+        """Where the command runs: these devices, else this host."""
+        return list(self.fleet().places()) if self.given else [HOST]
 
 
 def resolve_device(spec: str) -> Device:
@@ -114,14 +118,14 @@ def _device_from_table(table: dict, path: Path, index: int) -> Device:
 
 @dataclass
 class Outcome:
-    device: Device
+    place: Place
     value: dict | None = None
     error: EdgekitError | None = None
 
     def row(self) -> dict:
-        """One report row per device: status ok with the values, or failed with the one-line error."""
-        row = {"device": self.device.url, "name": self.device.name,
-               "status": "ok" if self.error is None else "failed",
+        """One row per device: status ok with the values, or failed with the one-line error."""
+        device = self.place.device
+        row = {"device": device.url, "name": device.name, "status": "ok" if self.error is None else "failed",
                "error": None if self.error is None else self.error.message}
         if self.error is not None:
             row["exit_code"] = self.error.exit_code
@@ -130,26 +134,64 @@ class Outcome:
         return {**row, **(self.value or {})}
 
 
-def run_fleet(fleet: Fleet, job: Callable[[Device, RemoteOptions], dict]) -> list[Outcome]:
-    """`job(device, options)` on every device, at most MAX_PARALLEL at once, in the devices' order."""
+def run_at(places: list[Place], job: Callable[[Place], dict]) -> list[Outcome]:
+    """`job(place)` at every place, at most MAX_PARALLEL at once, in the places' order; a typed error is
+    the place's outcome (a bug on a device too, so the other devices keep their rows)."""
 
-    def one(device: Device) -> Outcome:
+    def one(place: Place) -> Outcome:
         try:
-            return Outcome(device, value=job(device, fleet.options))
+            return Outcome(place, value=job(place))
         except EdgekitError as e:
-            return Outcome(device, error=e)
-        except Exception as e:  # a bug must not lose the other devices' rows either
-            return Outcome(device, error=BackendError(f"device {device.label}: {type(e).__name__}: {e}"))
+            return Outcome(place, error=e)
+        except Exception as e:
+            if not place.remote:
+                raise
+            return Outcome(place, error=BackendError(f"device {place.label}: {type(e).__name__}: {e}"))
 
-    if len(fleet.devices) == 1:
-        return [one(fleet.devices[0])]
+    if len(places) == 1:
+        return [one(places[0])]
     from edgekit.core.progress import status
 
-    with status(f"running on {len(fleet.devices)} devices"), ThreadPoolExecutor(
-            min(MAX_PARALLEL, len(fleet.devices)), thread_name_prefix="edgekit-device") as pool:
-        return list(pool.map(one, fleet.devices))
+    with status(f"running on {len(places)} devices"), ThreadPoolExecutor(
+            min(MAX_PARALLEL, len(places)), thread_name_prefix="edgekit-device") as pool:
+        return list(pool.map(one, places))
+
+
+def raise_single_failure(outcomes: list[Outcome]) -> None:
+    """One place: its error is the command's error (a fleet reports each device's in its row)."""
+    if len(outcomes) == 1 and outcomes[0].error is not None:
+        raise outcomes[0].error
 
 
 def fleet_exit_code(outcomes: list[Outcome]) -> int:
     codes = [o.error.exit_code for o in outcomes if o.error is not None]
     return max(codes) if codes else 0
+
+
+@dataclass(frozen=True)
+class PlacesResult:
+    """What a command measured at each place. On this host it is one value; with --device, one row
+    per device (`status` ok with the values, or failed with the error)."""
+
+    outcomes: tuple[Outcome, ...]
+    on_devices: bool
+
+    @property
+    def value(self) -> dict | None:
+        """The first place's values (None when it failed)."""
+        return self.outcomes[0].value
+
+    @property
+    def rows(self) -> list[dict]:
+        return [o.row() for o in self.outcomes]
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.error is not None]
+
+    @property
+    def exit_code(self) -> int:
+        return fleet_exit_code(list(self.outcomes))
+
+    def to_dict(self) -> dict:
+        return {"results": self.rows} if self.on_devices else dict(self.value)

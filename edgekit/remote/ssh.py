@@ -50,6 +50,11 @@ class Device:
     def label(self) -> str:
         return f"{self.name} ({self.url})" if self.name else self.url
 
+    @property
+    def slug(self) -> str:
+        """The device as a file name (engines and timing caches are kept one per device)."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.url[len("ssh://"):])
+
 
 @dataclass(frozen=True)
 class SshSettings:

@@ -1,4 +1,9 @@
-"""Latency harness: warm-up, then run until a minimum count and a minimum duration are both met."""
+"""Latency harness: warm-up, then run until a minimum count and a minimum duration are both met.
+
+Wherever a model ran (here, or on a device whose runner sends back its raw samples), its numbers
+become one `Timing`, and `latency_block` turns that into the `latency_ms` block of every report,
+so a device row and a host row mean the same thing.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import resource
 import time
 from dataclasses import dataclass
 
-from edgekit.core.latency import latency_stats
+from edgekit.core.latency import compact_samples, latency_stats
 from edgekit.core.progress import progress_iter
 
 
@@ -20,12 +25,29 @@ class BenchOptions:
     batch: int = 1
 
 
-def bench_runner(runner, feed: dict, options: BenchOptions, probe=None) -> tuple[dict, list[float]]:
-    """Time `runner.infer(feed)`; returns the latency block and the raw samples (ms).
+@dataclass(frozen=True)
+class Timing:
+    """One benchmark's raw measurement, wherever it ran."""
+
+    samples_ms: list[float]
+    first_ms: float
+    load_ms: float
+    peak_rss_mb: float
+    effective_precision: str | None = None  # what really ran, when it differs from the artifact
+    device_timing: dict | None = None  # the runner's own timings (TensorRT: GPU compute, copies)
+    probe_ms: list[float] | None = None  # the machine-speed probe timed after each run (speedprobe.py)
+
+
+def time_runner(runner, feed: dict | None, options: BenchOptions, probe=None) -> Timing:
+    """Time `runner.infer(feed)` (default feed: random values of the runner's inputs).
 
     `probe` (optional) is called right after each timed run: a fixed reference workload that times
-    itself (gate.SpeedProbe), so `check` can tell a slower model from a busier machine.
+    itself (edgekit.core.speedprobe.SpeedProbe), so `check` can tell a slower model from a busier machine.
     """
+    from edgekit.core.tensors import random_feed
+
+    feed = feed if feed is not None else random_feed(runner.input_specs, batch=options.batch)
+    runner.reset_timings()  # device timings of the timed runs only
     start = time.perf_counter()
     runner.infer(feed)
     first_ms = (time.perf_counter() - start) * 1e3
@@ -46,31 +68,44 @@ def bench_runner(runner, feed: dict, options: BenchOptions, probe=None) -> tuple
             break
         if len(samples) >= options.max_runs or elapsed >= options.max_seconds:
             break
-    block = latency_stats(samples)
-    block.update(
-        warmup=options.warmup, first_ms=round(first_ms, 3), load_ms=round(getattr(runner, "load_ms", 0.0), 3),
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        batch=options.batch,
-    )
-    return block, samples
+    return Timing(samples, first_ms, runner.load_ms,
+                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, runner.effective_precision,
+                  runner.timing_report(skip=1 + options.warmup), probe.samples if probe is not None else None)
 
 
+def run_block(timing: Timing, options: BenchOptions) -> dict:
+    """Percentiles and the run's own numbers: the part of the latency block that needs no context."""
+    block = latency_stats(timing.samples_ms)
+    block.update(warmup=options.warmup, first_ms=round(timing.first_ms, 3), load_ms=round(timing.load_ms, 3),
+                 peak_rss_mb=round(timing.peak_rss_mb, 1), batch=options.batch)
+    return block
 
 
+def latency_block(timing: Timing, options: BenchOptions, threads: int | None, where: str) -> dict:
+    """The `latency_ms` block of report.json and of `edgekit bench --json`."""
+    block = {**run_block(timing, options), "threads": threads, "where": where}
+    if timing.device_timing:
+        block["device_timing"] = timing.device_timing
+    if timing.effective_precision:
+        block["effective_precision"] = timing.effective_precision
+    # compact run-ordered subsets: the report's distribution charts and `check`'s noise-aware test
+    block["samples"] = compact_samples(timing.samples_ms)
+    if timing.probe_ms is not None:
+        block["probe_samples"] = compact_samples(timing.probe_ms)
+    return block
+
+
+def bench_runner(runner, feed: dict, options: BenchOptions, probe=None) -> tuple[dict, list[float]]:
+    """Time a loaded runner: the run's block (no context) and the raw samples (ms)."""
+    timing = time_runner(runner, feed, options, probe)
+    return run_block(timing, options), timing.samples_ms
 
 
 def bench_artifact(artifact, threads: int | None, options: BenchOptions, profile=None, feed=None) -> dict:
-    """Python API of `edgekit bench`: load the artifact on its target and time it."""
+    """Load the artifact on its target here and time it: the latency block."""
     from edgekit.backends.registry import get_backend, target_for_format
-    from edgekit.core.tensors import random_feed
 
     backend = get_backend(artifact.target or target_for_format(artifact.format))
+    where = profile.where() if profile else "host"
     with backend.runner(artifact, threads, profile) as runner:
-        feed = feed or random_feed(runner.input_specs, batch=options.batch)
-        block, _ = bench_runner(runner, feed, options)
-        block["threads"] = threads
-        if hasattr(runner, "timing_report"):  # TensorRT: GPU compute, H2D/D2H, throughput (trtexec-style)
-            block["device_timing"] = runner.timing_report(skip=1 + options.warmup)
-        if runner.effective_precision:
-            block["effective_precision"] = runner.effective_precision
-    return block
+        return latency_block(time_runner(runner, feed, options), options, threads, where)

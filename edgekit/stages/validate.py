@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -33,11 +34,11 @@ def run_outputs(runner, data, ref_names: list[str], description: str = "validati
     results = []
     for sample in progress_iter(data, total=len(data), description=description):
         out = runner.infer(sample.feed)
-        results.append(_ordered(out, ref_names))
+        results.append(ordered_outputs(out, ref_names))
     return results
 
 
-def _ordered(out: dict, ref_names: list[str]) -> list[np.ndarray]:
+def ordered_outputs(out: dict, ref_names: list[str]) -> list[np.ndarray]:
     """Outputs in the reference's order: by name, or by position when a converter renamed them."""
     if all(n in out for n in ref_names):
         return [np.asarray(out[n], dtype=np.float32) for n in ref_names]
@@ -110,16 +111,38 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
-def validate_artifact(artifact, reference_path, data, threads=None, profile=None) -> dict:
-    """Python API of `edgekit validate`: run both models over the data and compare."""
-    from edgekit.backends.registry import get_backend, target_for_format
-    from edgekit.core.artifact import Artifact
+def reference_outputs(reference, data, threads: int | None = None) -> ReferenceOutputs:
+    """The FP32 reference ONNX (a path or an Artifact) run over the data with ONNX Runtime, once."""
+    from edgekit.backends.registry import get_backend
 
-    ref_backend = get_backend("onnxruntime")
-    with ref_backend.runner(Artifact.load(reference_path), threads) as ref_runner:
-        ref = run_reference(ref_runner, data)
+    with get_backend("onnxruntime").runner(_as_artifact(reference), threads) as runner:
+        return run_reference(runner, data, "FP32 reference")
+
+
+def validate_runner(runner, ref: ReferenceOutputs, data, description: str = "validating") -> dict:
+    """The accuracy block of a loaded model against reference outputs of the same data."""
+    return compare(ref, run_outputs(runner, data, ref.output_names, description))
+
+
+def validate_artifact(artifact, reference, data, threads=None, profile=None) -> dict:
+    """Run the artifact and the FP32 reference over the data and compare them.
+
+    `artifact` and `reference` are paths or Artifacts; `data` a path (read with the reference's
+    inputs) or a data source.
+    """
+    from edgekit.backends.registry import get_backend, target_for_format
+    from edgekit.core.data import open_data
+
+    artifact, reference = _as_artifact(artifact), _as_artifact(reference)
+    if isinstance(data, (str, Path)):
+        data = open_data(data, reference.inputs)
+    ref = reference_outputs(reference, data, threads)
     backend = get_backend(artifact.target or target_for_format(artifact.format))
     with backend.runner(artifact, threads, profile) as runner:
-        outs = run_outputs(runner, data, ref.output_names)
-    return compare(ref, outs)
+        return validate_runner(runner, ref, data)
 
+
+def _as_artifact(model):
+    from edgekit.core.artifact import Artifact
+
+    return model if isinstance(model, Artifact) else Artifact.load(model)
