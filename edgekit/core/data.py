@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from edgekit.core.errors import InvalidInputError
+from edgekit.core.geometry import ImageGeometry, image_geometry, letterbox_image
 from edgekit.core.tensors import TensorSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
@@ -29,7 +30,7 @@ class Preprocess:
 
     size: tuple[int, int] | None = None  # (H, W); None = take it from the model input
     resize: int | None = None  # shorter side before the crop; None = size / 0.875
-    crop: str = "center"  # center | none (resize straight to size)
+    crop: str = "center"  # center | none (resize straight to size) | letterbox (keep aspect, pad 114)
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     layout: str = "NCHW"
@@ -74,7 +75,10 @@ def _apply_fields(spec: Preprocess, fields: dict, where: str) -> Preprocess:
                 vals = tuple(float(v) for v in value.split(":"))
                 out[key] = vals * 3 if len(vals) == 1 else vals
             elif key == "crop":
-                out["crop"] = _choice(key, value, ("center", "none"))
+                out["crop"] = _choice(key, value, ("center", "none", "letterbox"))
+            elif key == "letterbox":  # letterbox=640: Ultralytics' resize-and-pad to a 640x640 input
+                h, _, w = value.partition("x")
+                out["size"], out["crop"] = (int(h), int(w or h)), "letterbox"
             elif key == "layout":
                 out["layout"] = _choice(key, value.upper(), ("NCHW", "NHWC"))
             elif key == "order":
@@ -82,7 +86,7 @@ def _apply_fields(spec: Preprocess, fields: dict, where: str) -> Preprocess:
             else:
                 raise InvalidInputError(
                     f"unknown preprocessing key '{key}' in {where}",
-                    hint="keys: size, resize, crop, mean, std, layout, order",
+                    hint="keys: size, resize, crop, letterbox, mean, std, layout, order",
                 )
     except ValueError as e:
         raise InvalidInputError(f"bad preprocessing value in {where}: {e}") from e
@@ -100,6 +104,7 @@ class Sample:
     feed: dict[str, np.ndarray]
     label: int | None = None
     name: str = ""
+    geometry: ImageGeometry | None = None  # image samples: how the file was resized/cropped/padded
 
 
 class DataSource:
@@ -132,6 +137,11 @@ class DataSource:
     @property
     def has_labels(self) -> bool:
         return self._reader.has_labels
+
+    @property
+    def preprocess(self) -> Preprocess | None:
+        """The resolved preprocessing of an image folder (size filled in); None for arrays."""
+        return getattr(self._reader, "pre", None)
 
     def __iter__(self) -> Iterator[Sample]:
         for i, sample in enumerate(self._reader):
@@ -287,7 +297,18 @@ class _ImageFolder:
     def __iter__(self):
         for i, f in enumerate(self.files):
             label = self.labels[i] if self.labels is not None else None
-            yield Sample({self.spec.name: load_image(f, self.pre)}, label, str(f.name))
+            yield Sample({self.spec.name: load_image(f, self.pre)}, label, str(f.name), file_geometry(f, self.pre))
+
+
+def file_geometry(path: Path, pre: Preprocess) -> ImageGeometry:
+    """Where `load_image(path, pre)` puts the file's pixels (reads the image header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return image_geometry(im.width, im.height, pre.size, pre.crop, pre.resize)
+    except (UnidentifiedImageError, OSError) as e:
+        raise InvalidInputError(f"cannot read image {path}: {e}") from e
 
 
 def load_image(path: Path, pre: Preprocess) -> np.ndarray:
@@ -297,7 +318,9 @@ def load_image(path: Path, pre: Preprocess) -> np.ndarray:
         with Image.open(path) as im:
             im = im.convert("RGB")
             h, w = pre.size
-            if pre.crop == "center":
+            if pre.crop == "letterbox":
+                im = letterbox_image(im, image_geometry(im.width, im.height, pre.size, "letterbox"), pre.size)
+            elif pre.crop == "center":
                 short = pre.resize or int(round(min(h, w) / 0.875))
                 scale = short / min(im.size)
                 im = im.resize((max(w, round(im.width * scale)), max(h, round(im.height * scale))), Image.BILINEAR)

@@ -6,13 +6,11 @@ arbitrary code when loaded, so it is refused unless the user says `--trust-pickl
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 import zipfile
 from pathlib import Path
 
 from edgekit.core.errors import InvalidInputError, TargetUnavailableError
+from edgekit.core.user_code import import_attribute, short_error
 
 PYTORCH_SUFFIXES = {".pt2", ".pt", ".pth", ".ts", ".jit"}
 
@@ -60,7 +58,7 @@ def _load_pt2(path: Path):
     try:
         return torch.export.load(str(path)).module()
     except Exception as e:
-        raise InvalidInputError(f"{path} is not a readable torch.export .pt2 file ({_short(e)})") from e
+        raise InvalidInputError(f"{path} is not a readable torch.export .pt2 file ({short_error(e)})") from e
 
 
 def _load_serialized(path: Path, trust_pickle: bool):
@@ -72,7 +70,7 @@ def _load_serialized(path: Path, trust_pickle: bool):
         try:
             return torch.jit.load(str(path), map_location="cpu")
         except Exception as e:
-            raise InvalidInputError(f"{path} is not a readable TorchScript file ({_short(e)})") from e
+            raise InvalidInputError(f"{path} is not a readable TorchScript file ({short_error(e)})") from e
     if not trust_pickle:
         raise InvalidInputError(
             f"{path} is a pickled model; loading it would run arbitrary code",
@@ -81,7 +79,7 @@ def _load_serialized(path: Path, trust_pickle: bool):
     try:
         model = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as e:
-        raise InvalidInputError(f"{path} is not a readable PyTorch file ({_short(e)})") from e
+        raise InvalidInputError(f"{path} is not a readable PyTorch file ({short_error(e)})") from e
     if not isinstance(model, torch.nn.Module):
         raise InvalidInputError(f"{path} holds a {type(model).__name__}, not a model", hint="pass it as --weights")
     return model
@@ -96,32 +94,13 @@ def _call_factory(spec: str):
     module_part, sep, attr = spec.rpartition(":")
     if not sep or not attr:
         raise InvalidInputError(f"bad model '{spec}'", hint="use file.py:factory, package.module:factory or a .pt2")
-    if module_part.endswith(".py"):
-        file = Path(module_part)
-        if not file.exists():
-            raise InvalidInputError(f"model file not found: {file}")
-        mod_name = f"edgekit_user_{file.stem}"
-        module_spec = importlib.util.spec_from_file_location(mod_name, file)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.path.insert(0, str(file.parent.resolve()))  # let the file import its neighbours
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as e:
-            raise InvalidInputError(f"importing {file} failed: {_short(e)}") from e
-        finally:
-            sys.path.pop(0)
-    else:
-        try:
-            module = importlib.import_module(module_part)
-        except ImportError as e:
-            raise InvalidInputError(f"cannot import module '{module_part}': {_short(e)}") from e
-    factory = getattr(module, attr, None)
+    factory, module_part, attr = import_attribute(spec, "model")
     if factory is None:
         raise InvalidInputError(f"'{module_part}' has no attribute '{attr}'")
     try:
         return factory() if callable(factory) and not _is_module(factory) else factory
     except Exception as e:
-        raise InvalidInputError(f"calling {spec}() failed: {_short(e)}") from e
+        raise InvalidInputError(f"calling {spec}() failed: {short_error(e)}") from e
 
 
 def _is_module(obj) -> bool:
@@ -144,7 +123,7 @@ def load_weights(model, path: Path) -> None:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise InvalidInputError(
-            f"cannot load weights {path} ({_short(e)})",
+            f"cannot load weights {path} ({short_error(e)})",
             hint="weights load as a state dict (weights_only=True) or safetensors",
         ) from e
     for key in ("state_dict", "model"):
@@ -155,9 +134,5 @@ def load_weights(model, path: Path) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise InvalidInputError(f"weights {path} do not fit the model: {_short(e)}") from e
+        raise InvalidInputError(f"weights {path} do not fit the model: {short_error(e)}") from e
 
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]
