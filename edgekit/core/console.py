@@ -65,6 +65,13 @@ def accuracy_rows(acc: dict) -> list[tuple[str, str]]:
             rows.append((key, f"{acc[key]:.4g}"))
     if acc.get("confident_samples") is not None:
         rows.append(("confident_samples", str(acc["confident_samples"])))
+    for name, out in (acc.get("outputs") or {}).items():  # every output on its own line
+        if out.get("error"):
+            rows.append((f"output {name}", out["error"]))
+            continue
+        sqnr = "exact" if out.get("sqnr_db") is None else f"{out['sqnr_db']:.1f} dB"
+        rows.append((f"output {name}", f"cosine {out['cosine_mean']:.4g} (min {out['cosine_min']:.4g}), SQNR {sqnr}, "
+                                       f"max abs err {out['max_abs_err']:.4g}"))
     if tm := acc.get("task_metric"):
         rows.append((tm["name"], f"{tm['value']:.4f} (reference {tm['reference']:.4f}, drop {tm['drop']:.2f} points)"))
     return rows

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgekit.core.atomic import write_json, write_text
 from edgekit.core.version import __version__
+from edgekit.report.outputs import outputs_html, outputs_markdown
 from edgekit.report.search import SEARCH_CSS, search_html, search_markdown, search_note
 
 SCHEMA = "edgekit.report/1"
@@ -72,6 +73,7 @@ def render_markdown(report: dict) -> str:
     notes = report_notes(report)
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
+    lines += outputs_markdown(report["results"])  # each output of a multi-output model on its own line
     lines += search_markdown(report["results"])  # what --accuracy-budget tried, per searched artifact
     return "\n".join(lines) + "\n"
 
@@ -140,7 +142,7 @@ figcaption{{font-weight:600;font-size:14px;margin-bottom:4px}} svg text{{font-fa
 {html.escape(str(env.get('cpu', '')))} · {env.get('cores')} cores · Python {html.escape(str(env.get('python', '')))}</small></p>
 <table class="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <ul>{notes}</ul>
-{search_html(report["results"])}
+{outputs_html(report["results"])}{search_html(report["results"])}
 <h2>Accuracy vs latency</h2>
 {accuracy_latency_figure(measured)}
 <h2>Latency distributions</h2>

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core.progress import progress_iter
-
-CONFIDENT_PROB = 0.3  # FP32 top-1 probability that makes a sample "confident" (DESIGN.md)
+from edgekit.tasks.classify import agreement
+from edgekit.tasks.generic import output_metrics
 
 
 @dataclass
@@ -70,7 +70,7 @@ def compare(ref: ReferenceOutputs, outs: list[list[np.ndarray]]) -> dict:
     primary_ref = np.stack([s[0].reshape(-1) for s in ref.outputs])
     primary_got = np.stack([s[0].reshape(-1) for s in outs])
     if primary_ref.shape[1] > 1:  # a classifier-like primary output
-        acc.update(_classification(primary_ref, primary_got))
+        acc.update(agreement(primary_ref, primary_got))
         if all(label is not None for label in ref.labels):
             labels = np.array(ref.labels)
             reference = float(np.mean(primary_ref.argmax(1) == labels))
@@ -79,29 +79,10 @@ def compare(ref: ReferenceOutputs, outs: list[list[np.ndarray]]) -> dict:
                 "name": "top1_accuracy", "value": round(value, 6), "reference": round(reference, 6),
                 "drop": round((reference - value) * 100, 3),  # points
             }
+    acc["outputs"] = output_metrics(ref.outputs, outs, ref.output_names)  # a broken output cannot hide behind another
     acc["constant_output"] = bool(n > 1 and np.ptp(primary_got, axis=0).max() == 0 and np.ptp(primary_ref, axis=0).max() > 0)
     return acc
 
-
-def _classification(ref: np.ndarray, got: np.ndarray) -> dict:
-    top1_ref, top1_got = ref.argmax(1), got.argmax(1)
-    agree = top1_ref == top1_got
-    k = min(5, ref.shape[1])
-    top5_got = np.argsort(-got, axis=1)[:, :k]
-    top5 = np.mean([t in row for t, row in zip(top1_ref, top5_got)])
-    confident = _softmax(ref).max(1) >= CONFIDENT_PROB
-    return {
-        "top1_agreement": round(float(agree.mean()), 6),
-        "top5_agreement": round(float(top5), 6),
-        "confident_samples": int(confident.sum()),
-        "top1_agreement_confident": round(float(agree[confident].mean()), 6) if confident.any() else None,
-    }
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    # logits or probabilities alike: softmax of already-normalised probabilities keeps the argmax
-    e = np.exp(x - x.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
