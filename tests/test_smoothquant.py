@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import warnings
 
 import numpy as np
 import onnx
@@ -165,3 +166,73 @@ def test_a_model_without_layernorm_is_written_unchanged(tiny_onnx, tiny_data, tm
     summary = smooth_onnx(tiny_onnx, tmp_path / "cnn.onnx", open_data(str(tiny_data), ref.inputs), alpha=0.5)
     assert summary["groups"] == 0 and summary["samples"] == 0  # no statistics pass either
     assert onnx.load(str(tmp_path / "cnn.onnx")).graph == onnx.load(str(tiny_onnx)).graph
+
+
+# --- LayerNorm -> MatMul as the torch exporters emit it (issue 14 point 4) ---------------------------------
+
+EXPORTS = [("torchscript", 14, "decomposed"), ("torchscript", 17, "fused"), ("dynamo", 18, "fused")]
+
+
+class ExportedEncoder(nn.Module):
+    """nn.TransformerEncoderLayer pre-LN (LayerNorm -> Transpose -> fused q/k/v MatMul) and post-LN (the
+    LayerNorm also feeds the residual Add), then the hand-written pre-LN Block (one LayerNorm, three MatMuls)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pre, self.post = (nn.TransformerEncoderLayer(D, 2, 2 * D, dropout=0.0, batch_first=True, norm_first=f)
+                               for f in (True, False))
+        self.block, self.head = Block(), nn.Linear(D, 10)
+        with torch.no_grad():
+            self.pre.norm1.weight[:2] = OUTLIER_GAIN
+            self.post.norm1.weight[:2] = OUTLIER_GAIN
+
+    def forward(self, x):
+        return self.head(self.block(self.post(self.pre(x))))
+
+
+@pytest.fixture(scope="module", params=EXPORTS, ids=[f"{e}-opset{o}" for e, o, _ in EXPORTS])
+def exported(request, tmp_path_factory):
+    from edgekit.core.onnx_model import describe_model
+
+    exporter, opset, form = request.param
+    folder = tmp_path_factory.mktemp(f"{exporter}{opset}")
+    torch.manual_seed(0)
+    path = folder / "encoder.onnx"
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ExportedEncoder().eval(), (torch.randn(1, SEQ, D),), str(path), input_names=["x"],
+                          dynamo=exporter == "dynamo", opset_version=opset)
+    np.save(folder / "calib.npy", np.random.default_rng(1).standard_normal((8, SEQ, D)).astype(np.float32))
+    calib = open_data(str(folder / "calib.npy"), describe_model(onnx.load(str(path))).inputs)
+    return path, calib, form
+
+
+def test_find_groups_in_torch_exports(exported):
+    path, _, form = exported
+    model = onnx.load(str(path))
+    assert any(n.op_type == "LayerNormalization" for n in model.graph.node) == (form == "fused")
+    groups, skipped = find_groups(model)
+    # pre: norm1 -> Transpose -> in_proj, norm2 -> linear1; post: norm1 -> linear1 (+ residual);
+    # block: ln1 -> q, k, v and ln2 -> fc1. post.norm2 feeds the block's LayerNorm: left alone.
+    assert sorted(len(g.consumers) for g in groups) == [1, 1, 1, 1, 3], skipped
+    assert {g.form for g in groups} == {form}
+    assert sorted(g.others for g in groups) == [0, 0, 0, 0, 1]  # post-LN: the residual Add reads it too
+    assert len(skipped) == 1 and "cannot absorb a scale" in skipped[0]
+
+
+def test_smoothing_torch_exports_keeps_fp32_outputs(exported, tmp_path):
+    import onnxruntime as ort
+
+    path, calib, form = exported
+    out = tmp_path / "smoothed.onnx"
+    summary = smooth_onnx(path, out, calib, alpha=0.5)
+    assert summary["groups"] == 5 and summary["copied_affine"] == 1 and summary["max_scale"] > 5
+    onnx.checker.check_model(onnx.load(str(out)))
+    x = np.random.default_rng(2).standard_normal((1, SEQ, D)).astype(np.float32) * 2
+    want, have = (ort.InferenceSession(str(p)).run(None, {"x": x})[0] for p in (path, out))
+    assert np.abs(want - have).max() < 1e-4 * max(1.0, np.abs(want).max())
+
+
+def test_onnxruntime_offers_smooth_quant_for_exports(exported):
+    variants = get_backend("onnxruntime").calibration_variants(QuantOptions(), exported[0])
+    assert {"extra": {"smooth_quant": 0.5}} in variants

@@ -42,7 +42,7 @@ def has_layernorm_matmul(path: Path) -> bool:
     from edgekit.core.onnx_model import load_onnx
     from edgekit.onnx.smoothquant import find_groups
 
-    try:
-        return bool(find_groups(load_onnx(path, load_external_data=False))[0])
+    try:  # with external data: the dynamo exporter writes gamma/beta to `<model>.onnx.data`
+        return bool(find_groups(load_onnx(path))[0])
     except Exception:  # a graph the smoothing cannot read is simply not smoothed
         return False

@@ -12,7 +12,6 @@ neural_compressor.adaptor.ox_utils, which neural-compressor 3.x no longer ships.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +22,11 @@ from edgekit.core.atomic import atomic_path
 from edgekit.core.errors import InvalidInputError
 from edgekit.core.onnx_model import load_onnx
 from edgekit.core.progress import progress_iter
+from edgekit.onnx.layernorm import GraphIndex, SmoothGroup, find_groups
 
 OPTION = "smooth_quant"  # QuantOptions.extra key: alpha, or false/0/absent for off
 DEFAULT_ALPHA = 0.5
 SCALE_LIMITS = (1e-4, 1e4)  # a channel that is ~0 on one side must not blow the other up
-SHAPE_OPS = ("Reshape",)  # between a LayerNorm and its MatMul (dynamo's Gemm on 2-D input)
-
-
-@dataclass(frozen=True)
-class SmoothGroup:
-    """One LayerNorm whose output reaches only MatMul/Gemm weights that can absorb its scale."""
-
-    layer_norm: onnx.NodeProto
-    consumers: tuple[tuple[onnx.NodeProto, int], ...]  # (MatMul/Gemm, axis of its weight that is input channels)
 
 
 def smooth_alpha(extra: dict) -> float | None:
@@ -66,72 +57,19 @@ def smooth_onnx(src: Path, dst: Path, calib, alpha: float = DEFAULT_ALPHA, max_s
     groups, skipped = find_groups(model)
     summary = {"alpha": alpha, "groups": 0, "max_scale": 1.0, "samples": 0, "skipped": skipped}
     if groups:
-        absmax, summary["samples"] = activation_absmax(model, [g.layer_norm.output[0] for g in groups], calib,
+        absmax, summary["samples"] = activation_absmax(model, [g.output for g in groups], calib,
                                                        max_samples)
-        scales = [_apply(model, g, absmax[g.layer_norm.output[0]], alpha) for g in groups]
+        index, placed = GraphIndex.of(model.graph), {}
+        scales = [_apply(model, g, absmax[g.output], alpha, index, placed) for g in groups]
+        summary["copied_affine"] = sum(1 for g in groups if g.others)
+        _place_copies(model.graph, placed)
+        _drop_unused_initializers(model.graph)
         summary["groups"] = len(groups)
         summary["max_scale"] = round(float(max(s.max() for s in scales)), 3)
         summary["min_scale"] = round(float(min(s.min() for s in scales)), 5)
     with atomic_path(dst) as tmp:
         onnx.save(model, str(tmp))
     return summary
-
-
-def find_groups(model: onnx.ModelProto) -> tuple[list[SmoothGroup], list[str]]:
-    """LayerNorms (last axis, constant gamma) whose output goes only, maybe through a Reshape that keeps
-    the channel dim, into the activation input of MatMul/Gemm with a constant 2-D float weight."""
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in g.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    constants = _constant_values(g, inits)
-    graph_outputs = {o.name for o in g.output}
-    groups, skipped = [], []
-    for node in g.node:
-        if node.op_type != "LayerNormalization":
-            continue
-        gamma = inits.get(node.input[1]) if len(node.input) > 1 else None
-        if _attr(node, "axis", -1) != -1 or gamma is None or gamma.data_type != onnx.TensorProto.FLOAT:
-            skipped.append(f"{node.name}: not a last-axis LayerNorm with a float initializer weight")
-            continue
-        channels = int(np.prod(gamma.dims))
-        found = _weight_consumers(node.output[0], channels, consumers, constants, inits, graph_outputs)
-        if isinstance(found, str):
-            skipped.append(f"{node.name}: {found}")
-        else:
-            groups.append(SmoothGroup(node, tuple(found)))
-    return groups, skipped
-
-
-def _weight_consumers(tensor: str, channels: int, consumers, constants, inits, graph_outputs):
-    """[(node, input-channel axis of its weight)], or why the tensor cannot be scaled."""
-    if tensor in graph_outputs:
-        return "its output is a graph output"
-    found = []
-    for node in consumers.get(tensor, []):
-        if node.op_type in SHAPE_OPS and node.input[0] == tensor:
-            shape = constants.get(node.input[1])
-            if shape is None or shape.size == 0 or int(shape[-1]) != channels:
-                return f"{node.name} reshapes away the channel dim"
-            more = _weight_consumers(node.output[0], channels, consumers, constants, inits, graph_outputs)
-            if isinstance(more, str):
-                return more
-            found += more
-            continue
-        if node.op_type not in ("MatMul", "Gemm") or node.input[0] != tensor:
-            return f"feeds {node.op_type} {node.name}, which cannot absorb a scale"
-        weight = inits.get(node.input[1])
-        if weight is None or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
-            return f"{node.name} has no constant 2-D float weight"
-        if node.op_type == "Gemm" and _attr(node, "transA", 0):
-            return f"{node.name} transposes its activation"
-        axis = 1 if node.op_type == "Gemm" and _attr(node, "transB", 0) else 0
-        if weight.dims[axis] != channels:
-            return f"{node.name}'s weight does not match {channels} channels"
-        found.append((node, axis))
-    return found or "feeds no MatMul/Gemm"
 
 
 def activation_absmax(model: onnx.ModelProto, tensors: list[str], calib, max_samples: int) -> tuple[dict, int]:
@@ -163,23 +101,85 @@ def activation_absmax(model: onnx.ModelProto, tensors: list[str], calib, max_sam
     return absmax, count
 
 
-def _apply(model: onnx.ModelProto, group: SmoothGroup, act_max: np.ndarray, alpha: float) -> np.ndarray:
-    ln = group.layer_norm
+def _apply(model: onnx.ModelProto, group: SmoothGroup, act_max: np.ndarray, alpha: float,
+           index: GraphIndex, placed: dict) -> np.ndarray:
     weights = [(node, axis, _own_initializer(model, node, 1)) for node, axis in group.consumers]
     w_max = np.max([np.abs(numpy_helper.to_array(w)).max(axis=1 - a) for _, a, w in weights], axis=0)
     scale = np.ones_like(act_max, dtype=np.float32)
     live = (act_max > 0) & (w_max > 0)
     scale[live] = act_max[live] ** alpha / w_max[live] ** (1 - alpha)
     scale = np.clip(scale, *SCALE_LIMITS).astype(np.float32)
-    for index in (1, 2):  # gamma, beta (optional)
-        if len(ln.input) > index and ln.input[index]:
-            t = _own_initializer(model, ln, index)
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) / scale, t.name))
+    targets = {id(n): n for n in group.nodes}
+    if group.others:  # a residual Add or graph output keeps the unsmoothed output: the MatMuls get a copy
+        targets = _copy_affine(model.graph, group, placed)
+    for node, at in group.affine:
+        target = targets.get(id(node), node)
+        value = (index.floats[node.input[at]] / scale).astype(np.float32)
+        target.input[at] = _new_initializer(model.graph, value, f"{node.input[at]}_smooth")
     for _, axis, w in weights:
         array = numpy_helper.to_array(w)
         array = array * (scale[:, None] if axis == 0 else scale[None, :])
         w.CopyFrom(numpy_helper.from_array(array.astype(np.float32), w.name))
     return scale
+
+
+def _copy_affine(g: onnx.GraphProto, group: SmoothGroup, placed: dict) -> dict:
+    """Copies of the group's affine nodes (LayerNormalization, or Mul/Add of gamma/beta), placed right after
+    the originals (`placed`: output -> copies, for _place_copies), writing `<output>_smooth`, which the MatMul
+    branch now reads: {id(original): copy}."""
+    renamed = {n.output[0]: f"{n.output[0]}_smooth" for n in group.nodes}
+    copies = {}
+    for node in group.nodes:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = f"{node.name}_smooth"
+        copy.input[:] = [renamed.get(i, i) for i in node.input]
+        del copy.output[1:]  # LayerNormalization's optional mean / inv-std outputs stay with the original
+        copy.output[0] = renamed[node.output[0]]
+        copies[id(node)] = copy
+    for node in group.branch:
+        node.input[:] = [renamed.get(i, i) if i == group.output else i for i in node.input]
+    added = {}
+    for node in group.nodes:  # appended; _place_copies puts them in order once every group is done
+        g.node.add().CopyFrom(copies[id(node)])
+        added[id(node)] = g.node[len(g.node) - 1]
+    placed.setdefault(group.output, []).extend(renamed[n.output[0]] for n in group.nodes)
+    return added
+
+
+def _place_copies(g: onnx.GraphProto, copies: dict[str, list[str]]) -> None:
+    """Move the affine copies (appended by _copy_affine) right after the node writing the output they copy:
+    their inputs exist there, and everything reading them comes later."""
+    if not copies:
+        return
+    moved = {name for outputs in copies.values() for name in outputs}
+    nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in g.node]
+    by_output = {n.output[0]: n for n in nodes if n.output[0] in moved}
+    ordered = []
+    for node in nodes:
+        if node.output[0] in moved:
+            continue
+        ordered.append(node)
+        ordered += [by_output[name] for name in copies.get(node.output[0], ())]
+    del g.node[:]
+    g.node.extend(ordered)
+
+
+def _new_initializer(g: onnx.GraphProto, value: np.ndarray, name: str) -> str:
+    taken = {i.name for i in g.initializer}
+    while name in taken:
+        name += "_"
+    g.initializer.append(numpy_helper.from_array(value, name))
+    return name
+
+
+def _drop_unused_initializers(g: onnx.GraphProto) -> None:
+    used = {name for n in g.node for name in n.input} | {o.name for o in g.output}
+    keep = [i for i in g.initializer if i.name in used]
+    if len(keep) < len(g.initializer):
+        keep = [onnx.TensorProto.FromString(i.SerializeToString()) for i in keep]
+        del g.initializer[:]
+        g.initializer.extend(keep)
 
 
 def _own_initializer(model: onnx.ModelProto, node: onnx.NodeProto, index: int) -> onnx.TensorProto:
@@ -200,21 +200,6 @@ def _own_initializer(model: onnx.ModelProto, node: onnx.NodeProto, index: int) -
     copy.name = new
     node.input[index] = new
     return copy
-
-
-def _constant_values(g: onnx.GraphProto, inits: dict) -> dict[str, np.ndarray]:
-    values = {name: numpy_helper.to_array(t) for name, t in inits.items() if t.data_type == onnx.TensorProto.INT64}
-    for node in g.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
 
 
 def smooth_for_quantization(src: Path, work: Path, calib, extra: dict, max_samples: int) -> tuple[Path, dict]:

