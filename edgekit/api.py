@@ -59,7 +59,7 @@ def prune(model, **options) -> PruneReport:
 def quantize(model, **options) -> QuantizeResult:
     """`edgekit quantize`: int8 with the target's native quantizer; options as QuantizeRequest (target,
     profile, calib, val, reference, method, per_tensor, max_samples, precision, exclude, int8_io,
-    accuracy_budget, search_time, max_float_layers, inputs, preprocess, labels, output).
+    accuracy_budget, search_time, max_float_layers, inputs, preprocess, labels, task, masks, output).
     `.exit_code` is 1 when an accuracy budget was missed (the most accurate int8 found is kept)."""
     from edgekit.pipeline.arguments import keyword_options
     from edgekit.pipeline.quantize import QuantizeRequest
@@ -80,7 +80,8 @@ def compile(model, **options) -> ArtifactResult:
 
 def validate(artifact, **options) -> ValidateResult:
     """`edgekit validate`: accuracy against the FP32 reference; options as ValidateRequest (reference, data,
-    threads, limit, accuracy_budget, min_agreement, inputs, preprocess, labels, and the device options).
+    threads, limit, accuracy_budget, min_agreement, inputs, preprocess, labels, task, masks, and the device
+    options). `task`: classify | detect | segment | embed | generic | pkg.mod:fn (default: guessed).
     `.exit_code` is 1 when a budget was missed."""
     from edgekit.pipeline.arguments import keyword_options
     from edgekit.pipeline.measure import ValidateRequest
@@ -103,7 +104,7 @@ def deploy(model=None, **options) -> DeployResult:
     """`edgekit deploy`: the whole chain for one or more profiles, written to `output` with
     report.json/.md/.html; options as DeployRequest (config, profiles, calib, val, precisions,
     accuracy_budget, search_time, method, weights, trust_pickle, min_seconds, prune, require_engine,
-    inputs, preprocess, labels, output, and the device options). With `config` (an edgekit.toml),
+    inputs, preprocess, labels, task, masks, output, and the device options). With `config` (an edgekit.toml),
     the options given here win over the file's. `.exit_code` is the command's."""
     from edgekit.pipeline.arguments import keyword_options
     from edgekit.pipeline.deploy_request import DeployRequest, deploy_request

@@ -7,7 +7,7 @@ import sys
 import click
 
 from edgekit import api
-from edgekit.cli.options import data_options, device_options, input_option, json_output, show
+from edgekit.cli.options import data_options, device_options, input_option, json_output, show, task_options
 
 
 @click.command()
@@ -58,6 +58,7 @@ def _print_exported(art) -> None:
               help="Most layers the --accuracy-budget search may keep in float.")
 @input_option
 @data_options
+@task_options
 @click.option("-o", "--output", type=click.Path(), required=True, help="Output folder.")
 @json_output
 def quantize(model, as_json, **options):

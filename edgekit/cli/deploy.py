@@ -14,6 +14,7 @@ from edgekit.cli.options import (
     input_option,
     json_output,
     show,
+    task_options,
 )
 
 
@@ -39,6 +40,7 @@ from edgekit.cli.options import (
               help="tensorrt: exit 3 when no engine can be built here, instead of checking its ONNX on the CPU.")
 @input_option
 @data_options
+@task_options
 @click.option("-o", "--output", type=click.Path(), help="Output folder.")
 @device_options
 @json_output

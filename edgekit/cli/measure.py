@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from edgekit import api
-from edgekit.cli.options import data_options, device_options, input_option, json_output
+from edgekit.cli.options import data_options, device_options, input_option, json_output, task_options
 from edgekit.cli.places import show_at_places
 
 LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
@@ -21,6 +21,7 @@ LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 @click.option("--min-agreement", type=float, help="Min top-1 agreement (0..1); exit 1 when below.")
 @input_option
 @data_options
+@task_options
 @device_options
 @json_output
 def validate(artifact, as_json, **options):

@@ -73,7 +73,18 @@ def data_options(fn):
     fn = click.option("--preprocess", metavar="SPEC",
                       help="Image preprocessing: imagenet | inception | raw, plus key=value "
                            "(size=224, resize=256, crop=center|none, mean=a:b:c, std=a:b:c, layout=NCHW|NHWC, order=RGB|BGR).")(fn)
-    fn = click.option("--labels", type=click.Path(), help="Labels file (FILENAME LABEL per line) for an image folder.")(fn)
+    fn = click.option("--labels", type=click.Path(), help="Labels for an image folder: a FILENAME LABEL file (classify), "
+                                                            "a YOLO labels folder or a COCO json (detect).")(fn)
+    return fn
+
+
+def task_options(fn):
+    """--task and --masks: judge accuracy in a task's units (default: guessed from the FP32 outputs)."""
+    fn = click.option("--masks", type=click.Path(), metavar="FOLDER",
+                      help="Segmentation ground truth: masks/NAME.png of class ids beside the images.")(fn)
+    fn = click.option("--task", metavar="NAME|pkg.mod:fn",
+                      help="classify | detect | segment | embed | generic, or your metric as pkg.mod:fn "
+                           "(default: guessed from the FP32 outputs). Detection labels: --labels FOLDER|COCO.json.")(fn)
     return fn
 
 

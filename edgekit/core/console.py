@@ -44,6 +44,11 @@ def print_kv(pairs) -> None:
         click.echo(f"{k.ljust(width)}  {v}")
 
 
+def note(message: str) -> None:
+    """One line for the user on stderr (stdout stays for tables and --json)."""
+    click.echo(message, err=True)
+
+
 def warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
@@ -59,6 +64,8 @@ def accuracy_rows(acc: dict) -> list[tuple[str, str]]:
     if acc.get("error"):
         return [("accuracy", acc["error"])]
     rows = [("samples", str(acc["samples"]))]
+    if acc.get("task"):
+        rows.append(("task", f"{acc['task']} ({acc.get('task_source') or 'given'})"))
     for key in ("top1_agreement", "top1_agreement_confident", "top5_agreement", "cosine_mean", "cosine_min",
                 "sqnr_db", "max_abs_err"):
         if acc.get(key) is not None:
@@ -73,5 +80,17 @@ def accuracy_rows(acc: dict) -> list[tuple[str, str]]:
         rows.append((f"output {name}", f"cosine {out['cosine_mean']:.4g} (min {out['cosine_min']:.4g}), SQNR {sqnr}, "
                                        f"max abs err {out['max_abs_err']:.4g}"))
     if tm := acc.get("task_metric"):
-        rows.append((tm["name"], f"{tm['value']:.4f} (reference {tm['reference']:.4f}, drop {tm['drop']:.2f} points)"))
+        rows.append((tm["name"], _task_metric_text(tm)))
+    if acc.get("task") not in (None, "classify"):  # the task's other numbers (classify's are the rows above)
+        shown = (acc.get("task_metric") or {}).get("name")
+        rows += [(k, f"{v:.4g}") for k, v in (acc.get("task_metrics") or {}).items()
+                 if k != shown and isinstance(v, (int, float)) and not isinstance(v, bool)]
     return rows
+
+
+def _task_metric_text(tm: dict) -> str:
+    if tm.get("value") is None:
+        return "unknown"
+    ref = "" if tm.get("reference") is None else f"reference {tm['reference']:.4f}, "
+    drop = "" if tm.get("drop") is None else f"drop {tm['drop']:.2f} points"
+    return f"{tm['value']:.4f} ({ref}{drop})".replace(", )", ")").replace(" ()", "")

@@ -36,6 +36,13 @@ class Budgets:
     max_accuracy_drop: float | None = None  # points of task metric / top-1 agreement
     min_top1_agreement: float | None = None
     min_cosine: float | None = None  # mean logit cosine vs FP32 (0..1)
+    min_task_metric: float | None = None  # the task metric's value (0..1: mAP@0.5, mIoU, top-1, nn agreement)
+    min_output_cosine: float | None = None  # every output's mean cosine vs FP32 (0..1)
+
+    def accuracy_keys(self) -> tuple:
+        """The budgets judged on accuracy (any of them set starts the int8 search)."""
+        return (self.max_accuracy_drop, self.min_top1_agreement, self.min_cosine, self.min_task_metric,
+                self.min_output_cosine)
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class Profile:
     budgets: Budgets = field(default_factory=Budgets)
     connection: Connection | None = None
     source: str = ""
+    task: str | None = None  # the task accuracy is judged in (edgekit.tasks); None: guessed from the outputs
 
     def where(self) -> str:
         """Where a local measurement really ran, as the report says it."""
@@ -70,7 +78,7 @@ class Profile:
 
 
 SECTIONS = {"hardware": Hardware, "runtime": Runtime, "budgets": Budgets, "connection": Connection}
-TOP_LEVEL = {"name", "description", *SECTIONS}
+TOP_LEVEL = {"name", "description", "task", *SECTIONS}
 
 
 def host_arch() -> str:
@@ -129,9 +137,11 @@ def profile_from_dict(data: dict, source: str, default_name: str = "") -> Profil
         if not isinstance(data[key], dict):
             raise InvalidInputError(f"'{key}' in {source} must be a table [{key}]")
         sections[key] = _build(cls, data[key], f"{key}", source)
+    if "task" in data and not isinstance(data["task"], str):
+        raise InvalidInputError(f"profile key 'task' in {source} has a bad value {data['task']!r} (str)")
     profile = Profile(
         name=str(data.get("name", default_name)), description=str(data.get("description", "")),
-        source=source, **sections,
+        source=source, task=data.get("task"), **sections,
     )
     if profile.runtime.precision not in PRECISIONS:
         raise InvalidInputError(

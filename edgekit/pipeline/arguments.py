@@ -85,8 +85,10 @@ def as_data(data, specs, preprocess=None, labels=None, limit=None):
     if not isinstance(data, (str, Path)):
         return data
     from edgekit.core.data import open_data
+    from edgekit.stages.task_choice import is_detection_labels
 
-    return open_data(data, specs, preprocess, labels, limit)
+    # detection labels (a YOLO folder, a COCO json) are the detect task's ground truth, not per-image classes
+    return open_data(data, specs, preprocess, None if is_detection_labels(labels) else labels, limit)
 
 
 def resolve_inputs(model_inputs: list[TensorSpec], overrides: tuple[TensorSpec, ...]) -> list[TensorSpec]:
@@ -136,6 +138,22 @@ class DataOptions:
     inputs: tuple = ()
     preprocess: object = None  # a spec string or a Preprocess
     labels: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskOptions:
+    """--task and --masks: the task accuracy is judged in (default: guessed from the FP32 outputs)."""
+
+    task: str | None = None  # classify | detect | segment | embed | generic | pkg.mod:fn
+    masks: str | None = None  # class-id masks folder (segment)
+
+    def task_choice(self, labels=None, task: str | None = None):
+        """The TaskChoice of these options (`task`: a default from a profile or config when --task is not given)."""
+        from edgekit.stages.task_choice import TaskChoice, load_task
+
+        spec = self.task or task
+        load_task(spec)  # an unknown task or a callable that does not import: exit 2 before any work
+        return TaskChoice(spec, labels, self.masks)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -92,8 +92,8 @@ def _preprocess(v):
 
 
 SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "model": {"source": _str, "weights": _str, "inputs": _str_list(), "trust_pickle": _bool},
-    "data": {"calib": _str, "val": _str, "labels": _str, "preprocess": _preprocess,
+    "model": {"source": _str, "weights": _str, "inputs": _str_list(), "trust_pickle": _bool, "task": _str},
+    "data": {"calib": _str, "val": _str, "labels": _str, "masks": _str, "preprocess": _preprocess,
              "val_limit": _number(1, integer=True)},
     "prune": {"ratio": _number(0.0, below=1.0)},
     "quantize": {"method": _choice(*METHODS), "per_channel": _bool, "max_samples": _number(1, integer=True),
@@ -104,7 +104,8 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
               "min_seconds": _number(), "max_seconds": _number()},
     "check": {"baseline": _str, "max_accuracy_drop": _number(), "max_latency_increase": _increase},
 }
-PATH_KEYS = {("model", "weights"), ("data", "calib"), ("data", "val"), ("data", "labels"), ("deploy", "output"),
+PATH_KEYS = {("model", "weights"), ("data", "calib"), ("data", "val"), ("data", "labels"), ("data", "masks"),
+             ("deploy", "output"),
              ("check", "baseline")}
 
 
@@ -247,7 +248,8 @@ def config_fields(config: ProjectConfig) -> dict:
            "trust_pickle": g("model", "trust_pickle"), "calib": g("data", "calib"), "val": g("data", "val"),
            "labels": g("data", "labels"), "preprocess": g("data", "preprocess"), "val_limit": g("data", "val_limit"),
            "prune": g("prune", "ratio"), "profiles": g("deploy", "profiles"), "precisions": g("deploy", "precisions"),
-           "out_dir": config.output, "accuracy_budget": g("budgets", "max_accuracy_drop")}
+           "out_dir": config.output, "accuracy_budget": g("budgets", "max_accuracy_drop"),
+           "task": g("model", "task"), "masks": g("data", "masks")}
     out = {k: v for k, v in out.items() if v is not None}
     if q := config.values.get("quantize"):
         out["quant"] = QuantOptions(**{k: v for k, v in q.items()})

@@ -21,6 +21,7 @@ from edgekit.pipeline.deploy_builds import DeployBuilds
 from edgekit.pipeline.deploy_rows import profile_rows
 from edgekit.pipeline.deploy_run import DeployOptions, DeployRun
 from edgekit.report.writer import build_report, write_reports
+from edgekit.stages.task_choice import TaskChoice, load_task
 from edgekit.stages.validate import reference_outputs
 
 __all__ = ["DeployOptions", "DeployResult", "deploy", "exit_code_for", "prepare_reference"]
@@ -38,6 +39,7 @@ class DeployResult:
 
 
 def deploy(model_spec: str, options: DeployOptions) -> DeployResult:
+    load_task(options.task)  # an unknown task or a callable that does not import: exit 2 before any work
     if options.prune:
         from edgekit.stages.prune.run import reject_onnx
 
@@ -50,7 +52,8 @@ def deploy(model_spec: str, options: DeployOptions) -> DeployResult:
     val_path = options.val or options.calib
     val = as_data(val_path, inputs, options.preprocess, options.labels, options.val_limit)
     calib = as_data(options.calib, inputs, options.preprocess, options.labels)
-    ref_outputs = reference_outputs(reference, val) if val is not None else None
+    task = TaskChoice(options.task or next((p.task for p in profiles if p.task), None), options.labels, options.masks)
+    ref_outputs = reference_outputs(reference, val, task=task) if val is not None else None
     builds = DeployBuilds(DeployRun(reference, tuple(inputs), calib, val, ref_outputs, options, out_dir))
     results = [row for profile in profiles for row in profile_rows(builds, profile)]
     model = model_block(model_spec, reference, val, options)

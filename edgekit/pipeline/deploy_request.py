@@ -8,6 +8,7 @@ from pathlib import Path
 from edgekit.pipeline.arguments import (
     DataOptions,
     DeviceOptions,
+    TaskOptions,
     as_model_spec,
     as_preprocess,
     as_specs,
@@ -21,7 +22,7 @@ from edgekit.pipeline.quantize import METHODS
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeployRequest(DataOptions, DeviceOptions):
+class DeployRequest(DataOptions, DeviceOptions, TaskOptions):
     """The options of `edgekit deploy`; MODEL and any of them may come from `config` (edgekit.toml)."""
 
     config: str | None = None
@@ -56,7 +57,7 @@ class DeployRequest(DataOptions, DeviceOptions):
             accuracy_budget=self.accuracy_budget, quant=QuantOptions(method=self.method),
             bench=BenchOptions(min_seconds=self.min_seconds), prune=self.prune,
             devices=device.fleet() if device.given else None, require_engine=self.require_engine,
-            accuracy_search_s=self.search_time,
+            accuracy_search_s=self.search_time, task=self.task, masks=self.masks,
         )
 
 

@@ -126,7 +126,8 @@ def simulated_row(builds: DeployBuilds, row: dict, backend, profile: Profile, mi
     row["simulated"] = measured.effective_precision
     budgets = profile.budgets
     row["violations"] = accuracy_violations(row["accuracy"], budgets.min_top1_agreement, run.accuracy_budget(profile),
-                                            budgets.min_cosine) if row["accuracy"] else []
+                                            budgets.min_cosine, budgets.min_task_metric,
+                                            budgets.min_output_cosine) if row["accuracy"] else []
     row.update(status="skipped", passed=not row["violations"],
                error=f"engine not built: {one_line(missing)}; accuracy: {row['simulated']}; "
                      "latency not measured (CPU time says nothing about the GPU)")

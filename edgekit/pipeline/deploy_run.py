@@ -35,6 +35,8 @@ class DeployOptions:
     devices: object = None  # edgekit.remote.fleet.Fleet: validate and bench on these devices over SSH, one row each
     require_engine: bool = False  # tensorrt without TensorRT here: exit 3 instead of a CPU-checked row
     accuracy_search_s: float | None = None  # time bound of the --accuracy-budget search (None: its default)
+    task: str | None = None  # edgekit.tasks name or pkg.mod:fn (default: a profile's task, else guessed)
+    masks: str | None = None  # segmentation ground truth folder
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,7 @@ class DeployRun:
     def searches(self, profile: Profile) -> bool:
         """int8 is searched when a budget applies to it: --accuracy-budget or the profile's accuracy budgets."""
         budgets = profile.budgets
-        wanted = (self.options.accuracy_budget, budgets.max_accuracy_drop, budgets.min_top1_agreement,
-                  budgets.min_cosine)
+        wanted = (self.options.accuracy_budget, *budgets.accuracy_keys())
         return self.ref_outputs is not None and any(v is not None for v in wanted)
 
     def bench_feed(self) -> dict | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from edgekit.pipeline.arguments import (
     DataOptions,
     DeviceOptions,
+    TaskOptions,
     as_artifact,
     as_data,
     as_preprocess,
@@ -49,7 +50,7 @@ class BenchResult(PlacesResult):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ValidateRequest(DataOptions, DeviceOptions):
+class ValidateRequest(DataOptions, DeviceOptions, TaskOptions):
     """The options of `edgekit validate`, named as its long options."""
 
     reference: object  # the FP32 ONNX: a path or an Artifact
@@ -78,12 +79,14 @@ def validate(artifact, request: ValidateRequest) -> ValidateResult:
     from edgekit.stages.validate import reference_outputs
 
     r = request
+    choice = r.task_choice(r.labels)  # before any work
     art, ref = as_artifact(artifact), as_artifact(r.reference)
     specs = merge_inputs(ref.inputs, as_specs(r.inputs))
     data = as_data(r.data, specs, as_preprocess(r.preprocess), r.labels, r.limit)
     device = r.device_args()
     places = device.places()
-    job = MeasureJob(threads=r.threads, reference=reference_outputs(ref, data, r.threads), data=data)
+    job = MeasureJob(threads=r.threads, reference=reference_outputs(ref, data, r.threads, choice),
+                     data=data)
 
     def at(place) -> dict:
         measured = place.measure(art, job)

@@ -12,6 +12,7 @@ from edgekit.core.artifact import Artifact
 from edgekit.core.errors import InvalidInputError
 from edgekit.pipeline.arguments import (
     DataOptions,
+    TaskOptions,
     as_data,
     as_preprocess,
     as_profile,
@@ -27,7 +28,7 @@ METHODS = ("minmax", "entropy", "percentile")
 
 
 @dataclass(frozen=True, kw_only=True)
-class QuantizeRequest(DataOptions):
+class QuantizeRequest(DataOptions, TaskOptions):
     """The options of `edgekit quantize`, named as its long options."""
 
     target: str | None = None  # default: the profile's, else onnxruntime
@@ -73,6 +74,7 @@ def quantize(model, request: QuantizeRequest) -> QuantizeResult:
 
     r = request
     prof = as_profile(r.profile)
+    choice = r.task_choice(r.labels, prof.task if prof else None)  # an unknown task fails before any work
     backend = get_backend(r.target or (prof.runtime.target if prof else "onnxruntime"))
     backend.check_quantize_available()
     reference = r.reference or (model if is_onnx_model(model) else None)
@@ -91,30 +93,32 @@ def quantize(model, request: QuantizeRequest) -> QuantizeResult:
         art = backend.fp16_onnx(source, out, data)
     elif r.accuracy_budget is not None or profile_budgets(prof, source):  # searched until it meets the budget
         check = as_data(r.val if r.val is not None else r.calib, specs, preprocess, r.labels)
-        art = searched_int8(backend, source, (data, check), opts, r, prof, reference)
+        art = searched_int8(backend, source, (data, check, choice), opts, r, prof, reference)
     else:
         art = backend.quantize(source, data, opts, out)
     accuracy = None
     if r.val is not None:
-        accuracy = validate_artifact(art, reference, as_data(r.val, specs, preprocess, r.labels))
+        accuracy = validate_artifact(art, reference, as_data(r.val, specs, preprocess, r.labels), task=choice)
     return QuantizeResult(art, accuracy)
 
 
 def searched_int8(backend, source: Artifact, data: tuple, quant: QuantOptions, request: QuantizeRequest, prof,
                   reference) -> Artifact:
-    """The int8 that meets --accuracy-budget (or the profile's budgets), measured on (calib, check) data."""
+    """The int8 that meets --accuracy-budget (or the profile's budgets), measured on (calib, check, task choice)."""
     from edgekit.stages.search import BudgetData, quantize_with_budget, search_options
 
     budget = request.accuracy_budget if request.accuracy_budget is not None else prof.budgets.max_accuracy_drop
     search = search_options(budget, prof.budgets.min_top1_agreement if prof else None, request.search_time,
-                            request.max_float_layers, prof.budgets.min_cosine if prof else None)
+                            request.max_float_layers, prof.budgets.min_cosine if prof else None,
+                            prof.budgets if prof else None)
     out = Path(request.output)
     ref_art = load_source(reference, (), out) if reference is not None else None
-    return quantize_with_budget(backend, source, BudgetData(*data, ref_art), quant, out, search, prof).artifact
+    calib, check, choice = data
+    return quantize_with_budget(backend, source, BudgetData(calib, check, ref_art, choice), quant, out, search,
+                                prof).artifact
 
 
 def profile_budgets(prof, source: Artifact) -> bool:
     """The profile's accuracy budgets apply to int8 quantized from an FP32 ONNX (the reference they are measured on)."""
     return (prof is not None and source.format == "onnx" and source.precision == "fp32"
-            and any(v is not None for v in (prof.budgets.max_accuracy_drop, prof.budgets.min_top1_agreement,
-                                            prof.budgets.min_cosine)))
+            and any(v is not None for v in prof.budgets.accuracy_keys()))

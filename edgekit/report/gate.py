@@ -37,6 +37,7 @@ class GateOptions:
     max_accuracy_drop: float = 0.5  # points (top-1 agreement / task metric, in percent)
     max_latency_increase: float = 0.10  # fraction of the baseline median
     confidence: float = 0.95
+    max_cosine_drop: float = 0.002  # an output's mean cosine may fall this much below the baseline's (float noise)
     resamples: int = 2000
     seed: int = 0  # the bootstrap is seeded: the same two reports always get the same verdict
 
@@ -189,7 +190,7 @@ def accuracy_metrics(acc: dict | None) -> dict[str, float]:
     if not acc or acc.get("error"):
         return {}
     found = {}
-    if tm := acc.get("task_metric"):
+    if (tm := acc.get("task_metric")) and tm.get("value") is not None:
         found[tm["name"]] = tm["value"] * 100
     if acc.get("top1_agreement") is not None:
         found["top1_agreement"] = acc["top1_agreement"] * 100
@@ -222,6 +223,33 @@ def _accuracy_checks(row, base, have_baseline, comparable, options) -> list[Metr
             verdict, message = "pass", f"within {options.max_accuracy_drop:g} points of the baseline"
         checks.append(MetricCheck(profile, precision, metric, round(before[metric], 3), round(value, 3), delta,
                                   verdict, message, "%"))
+    return checks + _output_cosine_checks(row, base, have_baseline, comparable, options)
+
+
+def output_cosines(acc: dict | None) -> dict[str, float]:
+    """Every output's mean cosine vs FP32 (a broken second output cannot hide behind the first)."""
+    outputs = (acc or {}).get("outputs") or {}
+    return {name: o["cosine_mean"] for name, o in outputs.items() if o.get("cosine_mean") is not None}
+
+
+def _output_cosine_checks(row, base, have_baseline, comparable, options) -> list[MetricCheck]:
+    profile, precision = _key(row)
+    before = output_cosines((base or {}).get("accuracy"))
+    checks = []
+    for name, value in output_cosines(row.get("accuracy")).items():
+        metric = f"cosine {name}"
+        if name not in before:
+            why = "no baseline" if not have_baseline else "not in the baseline"
+            checks.append(MetricCheck(profile, precision, metric, None, round(value, 6), "", "skip", why))
+            continue
+        fell = before[name] - value
+        if fell > options.max_cosine_drop:
+            verdict = "fail" if comparable else "warn"
+            message = f"output {name} cosine fell {fell:.4f} (max {options.max_cosine_drop:g})"
+        else:
+            verdict, message = "pass", f"within {options.max_cosine_drop:g} of the baseline"
+        checks.append(MetricCheck(profile, precision, metric, round(before[name], 6), round(value, 6),
+                                  f"{value - before[name] + 0.0:+.4f}", verdict, message))
     return checks
 
 

@@ -37,10 +37,18 @@ def table_rows(report: dict) -> list[tuple[str, ...]]:
             _fmt(art.get("size_bytes") and art["size_bytes"] / 1e6, 2),
             _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2),
             _fmt(r.get("speedup_vs_fp32"), 2, suffix="x"),
-            _fmt(acc.get("top1_agreement"), 3), _fmt(acc.get("cosine_mean"), 4),
+            _accuracy_cell(acc), _fmt(acc.get("cosine_mean"), 4),
             verdict(r),
         ))
     return rows
+
+
+def _accuracy_cell(acc: dict) -> str:
+    """Top-1 agreement for a classifier; another task's metric by name (`map50 0.794`), never a made-up top-1."""
+    tm = acc.get("task_metric") or {}
+    if acc.get("top1_agreement") is None and acc.get("task") not in (None, "classify") and tm.get("value") is not None:
+        return f"{tm['name']} {tm['value']:.3f}"
+    return _fmt(acc.get("top1_agreement"), 3)
 
 
 def verdict(result: dict) -> str:
@@ -283,7 +291,7 @@ def latency_figure(row: dict) -> str:
 
 def _accuracy_value(row: dict) -> tuple[float | None, str]:
     acc = row.get("accuracy") or {}
-    if tm := acc.get("task_metric"):
+    if (tm := acc.get("task_metric")) and tm.get("value") is not None:
         return tm["value"] * 100, f"{tm['name']} (%)"
     if acc.get("top1_agreement") is not None:
         return acc["top1_agreement"] * 100, "top-1 agreement with FP32 (%)"

@@ -20,12 +20,13 @@ def check_budgets(profile: Profile, row: dict, accuracy_budget: float | None) ->
     if acc:
         found += accuracy_violations(acc, b.min_top1_agreement,
                                      accuracy_budget if accuracy_budget is not None else b.max_accuracy_drop,
-                                     b.min_cosine)
+                                     b.min_cosine, b.min_task_metric, b.min_output_cosine)
     return found
 
 
 def accuracy_violations(acc: dict, min_agreement: float | None, max_drop: float | None,
-                        min_cosine: float | None = None) -> list[str]:
+                        min_cosine: float | None = None, min_task_metric: float | None = None,
+                        min_output_cosine: float | None = None) -> list[str]:
     found = []
     if acc.get("error"):
         return [acc["error"]]
@@ -39,11 +40,27 @@ def accuracy_violations(acc: dict, min_agreement: float | None, max_drop: float 
             found.append(f"accuracy drop {drop:.2f} points ({what}) > budget {max_drop}")
     if min_cosine is not None and acc.get("cosine_mean") is not None and acc["cosine_mean"] < min_cosine:
         found.append(f"logit cosine {acc['cosine_mean']:.4f} < min_cosine {min_cosine}")
+    tm = acc.get("task_metric") or {}
+    if min_task_metric is not None and tm.get("value") is not None and tm["value"] < min_task_metric:
+        found.append(f"{tm['name']} {tm['value']:.4f} < min_task_metric {min_task_metric}")
+    if min_output_cosine is not None:
+        found += output_cosine_violations(acc.get("outputs") or {}, min_output_cosine)
+    return found
+
+
+def output_cosine_violations(outputs: dict, min_output_cosine: float) -> list[str]:
+    found = []
+    for name, out in outputs.items():
+        if out.get("error"):
+            found.append(f"output {name}: {out['error']}")
+        elif out.get("cosine_mean") is not None and out["cosine_mean"] < min_output_cosine:
+            found.append(f"output {name} cosine {out['cosine_mean']:.4f} < min_output_cosine {min_output_cosine}")
     return found
 
 
 def accuracy_drop(acc: dict) -> tuple[float | None, str]:
-    """Points lost: the task metric with labels, else disagreement on the confident samples."""
+    """Points lost: the task metric (mAP points for detect, mIoU for segment, nn agreement for embed,
+    top-1 accuracy with labels for classify), else disagreement on the confident samples."""
     if acc.get("task_metric"):
         return acc["task_metric"]["drop"], acc["task_metric"]["name"]
     agreement = acc.get("top1_agreement_confident")

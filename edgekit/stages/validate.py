@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core.progress import progress_iter
-from edgekit.tasks.classify import agreement
+from edgekit.tasks.classify import ClassifyTask, agreement
 from edgekit.tasks.generic import output_metrics
 
 
@@ -19,6 +19,10 @@ class ReferenceOutputs:
     output_names: list[str]
     outputs: list[list[np.ndarray]] = field(default_factory=list)  # per sample, per output
     labels: list[int | None] = field(default_factory=list)
+    task: object = None  # an edgekit.tasks.Task (edgekit.stages.task_choice.attach_task); None: classifier numbers only
+    task_source: str | None = None  # given | guessed
+    task_reason: str = ""
+    truth: object = None  # the task's ground truth per sample, or None
 
 
 def run_reference(runner, data, description: str = "reference") -> ReferenceOutputs:
@@ -69,7 +73,8 @@ def compare(ref: ReferenceOutputs, outs: list[list[np.ndarray]]) -> dict:
     }
     primary_ref = np.stack([s[0].reshape(-1) for s in ref.outputs])
     primary_got = np.stack([s[0].reshape(-1) for s in outs])
-    if primary_ref.shape[1] > 1:  # a classifier-like primary output
+    classifier = ref.task is None or isinstance(ref.task, ClassifyTask)  # never a made-up top-1 for other tasks
+    if classifier and primary_ref.shape[1] > 1:  # a classifier-like primary output
         acc.update(agreement(primary_ref, primary_got))
         if all(label is not None for label in ref.labels):
             labels = np.array(ref.labels)
@@ -81,8 +86,22 @@ def compare(ref: ReferenceOutputs, outs: list[list[np.ndarray]]) -> dict:
             }
     acc["outputs"] = output_metrics(ref.outputs, outs, ref.output_names)  # a broken output cannot hide behind another
     acc["constant_output"] = bool(n > 1 and np.ptp(primary_got, axis=0).max() == 0 and np.ptp(primary_ref, axis=0).max() > 0)
+    if ref.task is not None:
+        acc.update(task_block(ref, outs, acc["task_metric"]))
     return acc
 
+
+def task_block(ref: ReferenceOutputs, outs: list[list[np.ndarray]], classify_metric: dict | None) -> dict:
+    """`task`, `task_source`, `task_metric` (the task's units) and `task_metrics` (its other numbers).
+
+    classify keeps today's task_metric: top1_accuracy with labels, none without."""
+    res = ref.task.evaluate(ref.outputs, outs, ref.output_names, ref.truth)
+    metrics = {k: v for k, v in res["metrics"].items() if k != "outputs"}
+    metric = classify_metric if isinstance(ref.task, ClassifyTask) else res["task_metric"]
+    block = {"task": res["task"], "task_source": ref.task_source, "task_metric": metric, "task_metrics": metrics}
+    if ref.task_reason:
+        block["task_reason"] = ref.task_reason
+    return block
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,12 +111,19 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
-def reference_outputs(reference, data, threads: int | None = None) -> ReferenceOutputs:
-    """The FP32 reference ONNX (a path or an Artifact) run over the data with ONNX Runtime, once."""
+def reference_outputs(reference, data, threads: int | None = None, task=None) -> ReferenceOutputs:
+    """The FP32 reference ONNX (a path or an Artifact) run over the data with ONNX Runtime, once.
+
+    `task`: an edgekit.stages.task_choice.TaskChoice to judge accuracy in a task's units (given or
+    guessed from these outputs); None keeps the classifier numbers alone."""
     from edgekit.backends.registry import get_backend
+    from edgekit.stages.task_choice import attach_task
 
     with get_backend("onnxruntime").runner(_as_artifact(reference), threads) as runner:
-        return run_reference(runner, data, "FP32 reference")
+        ref = run_reference(runner, data, "FP32 reference")
+    if task is not None:
+        attach_task(ref, data, task)
+    return ref
 
 
 def validate_runner(runner, ref: ReferenceOutputs, data, description: str = "validating") -> dict:
@@ -105,7 +131,7 @@ def validate_runner(runner, ref: ReferenceOutputs, data, description: str = "val
     return compare(ref, run_outputs(runner, data, ref.output_names, description))
 
 
-def validate_artifact(artifact, reference, data, threads=None, profile=None) -> dict:
+def validate_artifact(artifact, reference, data, threads=None, profile=None, task=None) -> dict:
     """Run the artifact and the FP32 reference over the data and compare them.
 
     `artifact` and `reference` are paths or Artifacts; `data` a path (read with the reference's
@@ -117,7 +143,7 @@ def validate_artifact(artifact, reference, data, threads=None, profile=None) -> 
     artifact, reference = _as_artifact(artifact), _as_artifact(reference)
     if isinstance(data, (str, Path)):
         data = open_data(data, reference.inputs)
-    ref = reference_outputs(reference, data, threads)
+    ref = reference_outputs(reference, data, threads, task)
     backend = get_backend(artifact.target or target_for_format(artifact.format))
     with backend.runner(artifact, threads, profile) as runner:
         return validate_runner(runner, ref, data)

@@ -17,6 +17,8 @@ class SearchOptions:
     max_drop: float | None = None  # points (edgekit.stages.budgets.accuracy_drop)
     min_agreement: float | None = None  # top-1 agreement, 0..1
     min_cosine: float | None = None  # mean logit cosine vs FP32
+    min_task_metric: float | None = None  # the task metric's value (0..1)
+    min_output_cosine: float | None = None  # every output's mean cosine vs FP32
     time_limit_s: float = 240.0
     max_float_layers: int = 16  # nodes kept in float at most
     calibration_search: bool = True
@@ -24,7 +26,8 @@ class SearchOptions:
     gain_candidates: int = 4  # top SQNR-ranked layers also measured one at a time in float, time allowing
 
     def violations(self, acc: dict) -> list[str]:
-        return accuracy_violations(acc, self.min_agreement, self.max_drop, self.min_cosine)
+        return accuracy_violations(acc, self.min_agreement, self.max_drop, self.min_cosine, self.min_task_metric,
+                                   self.min_output_cosine)
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,14 @@ Builder = Callable[[QuantOptions, Path], Artifact]
 
 
 def search_options(budget: float | None, min_agreement: float | None, time_limit_s: float | None = None,
-                   max_float_layers: int | None = None, min_cosine: float | None = None) -> SearchOptions:
+                   max_float_layers: int | None = None, min_cosine: float | None = None,
+                   budgets=None) -> SearchOptions:
+    """`budgets` (a profile's Budgets) adds its min_task_metric and min_output_cosine."""
     if budget is not None and budget < 0:
         raise InvalidInputError(f"--accuracy-budget {budget}: give points of accuracy drop, 0 or more")
-    opts = SearchOptions(max_drop=budget, min_agreement=min_agreement, min_cosine=min_cosine)
+    opts = SearchOptions(max_drop=budget, min_agreement=min_agreement, min_cosine=min_cosine,
+                         min_task_metric=budgets.min_task_metric if budgets else None,
+                         min_output_cosine=budgets.min_output_cosine if budgets else None)
     if time_limit_s is not None:
         opts = replace(opts, time_limit_s=time_limit_s)
     if max_float_layers is not None:
@@ -71,3 +78,4 @@ class BudgetData:
     calib: object  # calibration data source
     val: object  # the data the budget is measured on
     reference: Artifact | None = None  # the FP32 ONNX; None when the quantized source is that ONNX
+    task: object = None  # edgekit.stages.task_choice.TaskChoice the budget is judged in (None: guessed)

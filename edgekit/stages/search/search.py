@@ -92,13 +92,14 @@ def quantize_with_budget(backend, source: Artifact, data: BudgetData, quant: Qua
                          search: SearchOptions, profile=None) -> SearchResult:
     """`edgekit quantize --accuracy-budget`: the budget is measured against the FP32 ONNX `data.reference`
     (`source` itself when that is the ONNX; the tflite target quantizes a .pt2 and needs one given)."""
+    from edgekit.stages.task_choice import TaskChoice
     from edgekit.stages.validate import reference_outputs
 
     reference = data.reference or source
     if reference.format != "onnx" or reference.precision != "fp32":
         raise InvalidInputError(f"--accuracy-budget measures against an FP32 ONNX model, got {reference.format}",
                                 hint="pass --reference model.onnx (edgekit export writes one next to the .pt2)")
-    ref_outputs = reference_outputs(reference, data.val)
+    ref_outputs = reference_outputs(reference, data.val, task=data.task or TaskChoice())
 
     def build(q: QuantOptions, folder: Path) -> Artifact:
         return backend.quantize(source, data.calib, q, folder)
