@@ -13,12 +13,12 @@ from edgekit.backends.base import Backend, CompileOptions, QuantOptions, Runner
 from edgekit.backends.calibration import SMOOTH_ALPHA, per_channel_variants, range_variants, wants_smoothing
 from edgekit.core.artifact import Artifact
 from edgekit.core.atomic import atomic_path
-from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError
+from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError, first_line
 from edgekit.core.hostinfo import cpu_info, package_version
 from edgekit.core.onnx_model import graph_inputs, load_onnx
 from edgekit.core.progress import progress_iter
 from edgekit.core.tensors import TensorSpec
-from edgekit.onnx.session import first_line, ort_session
+from edgekit.onnx.session import ort_session
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 

@@ -39,3 +39,9 @@ class BackendError(EdgekitError):
 def one_line(e: EdgekitError) -> str:
     """The error as one line for a report row: the message, then the hint in brackets."""
     return e.message + (f" (hint: {e.hint})" if e.hint else "")
+
+
+def first_line(e: BaseException, limit: int = 500) -> str:
+    """A library exception's first line (at most `limit` characters), for a one-line error."""
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:limit]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from edgekit.core.errors import InvalidInputError, TargetUnavailableError
-from edgekit.core.user_code import import_attribute, short_error
+from edgekit.core.errors import InvalidInputError, TargetUnavailableError, first_line
+from edgekit.core.user_code import import_attribute
 
 PYTORCH_SUFFIXES = {".pt2", ".pt", ".pth", ".ts", ".jit"}
 
@@ -58,7 +58,7 @@ def _load_pt2(path: Path):
     try:
         return torch.export.load(str(path)).module()
     except Exception as e:
-        raise InvalidInputError(f"{path} is not a readable torch.export .pt2 file ({short_error(e)})") from e
+        raise InvalidInputError(f"{path} is not a readable torch.export .pt2 file ({first_line(e, 300)})") from e
 
 
 def _load_serialized(path: Path, trust_pickle: bool):
@@ -70,7 +70,7 @@ def _load_serialized(path: Path, trust_pickle: bool):
         try:
             return torch.jit.load(str(path), map_location="cpu")
         except Exception as e:
-            raise InvalidInputError(f"{path} is not a readable TorchScript file ({short_error(e)})") from e
+            raise InvalidInputError(f"{path} is not a readable TorchScript file ({first_line(e, 300)})") from e
     if not trust_pickle:
         raise InvalidInputError(
             f"{path} is a pickled model; loading it would run arbitrary code",
@@ -79,7 +79,7 @@ def _load_serialized(path: Path, trust_pickle: bool):
     try:
         model = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as e:
-        raise InvalidInputError(f"{path} is not a readable PyTorch file ({short_error(e)})") from e
+        raise InvalidInputError(f"{path} is not a readable PyTorch file ({first_line(e, 300)})") from e
     if not isinstance(model, torch.nn.Module):
         raise InvalidInputError(f"{path} holds a {type(model).__name__}, not a model", hint="pass it as --weights")
     return model
@@ -100,7 +100,7 @@ def _call_factory(spec: str):
     try:
         return factory() if callable(factory) and not _is_module(factory) else factory
     except Exception as e:
-        raise InvalidInputError(f"calling {spec}() failed: {short_error(e)}") from e
+        raise InvalidInputError(f"calling {spec}() failed: {first_line(e, 300)}") from e
 
 
 def _is_module(obj) -> bool:
@@ -123,7 +123,7 @@ def load_weights(model, path: Path) -> None:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise InvalidInputError(
-            f"cannot load weights {path} ({short_error(e)})",
+            f"cannot load weights {path} ({first_line(e, 300)})",
             hint="weights load as a state dict (weights_only=True) or safetensors",
         ) from e
     for key in ("state_dict", "model"):
@@ -134,5 +134,5 @@ def load_weights(model, path: Path) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise InvalidInputError(f"weights {path} do not fit the model: {short_error(e)}") from e
+        raise InvalidInputError(f"weights {path} do not fit the model: {first_line(e, 300)}") from e
 

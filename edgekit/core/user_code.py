@@ -7,7 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from edgekit.core.errors import InvalidInputError
+from edgekit.core.errors import InvalidInputError, first_line
 
 
 def import_attribute(spec: str, kind: str, module_label: str = "module") -> tuple[object, str, str]:
@@ -25,18 +25,12 @@ def import_attribute(spec: str, kind: str, module_label: str = "module") -> tupl
         try:
             module_spec.loader.exec_module(module)
         except Exception as e:
-            raise InvalidInputError(f"importing {file} failed: {short_error(e)}") from e
+            raise InvalidInputError(f"importing {file} failed: {first_line(e, 300)}") from e
         finally:
             sys.path.pop(0)
     else:
         try:
             module = importlib.import_module(module_part)
         except Exception as e:
-            raise InvalidInputError(f"cannot import {module_label} '{module_part}': {short_error(e)}") from e
+            raise InvalidInputError(f"cannot import {module_label} '{module_part}': {first_line(e, 300)}") from e
     return getattr(module, attr, None), module_part, attr
-
-
-def short_error(e: BaseException) -> str:
-    """An exception's first line, for a one-line error."""
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]

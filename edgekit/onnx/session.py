@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.core.errors import BackendError, InvalidInputError
+from edgekit.core.errors import BackendError, InvalidInputError, first_line
 
 
 def ort_session(path: Path, so=None, threads: int | None = None):
@@ -23,8 +23,3 @@ def ort_session(path: Path, so=None, threads: int | None = None):
         if "INVALID_PROTOBUF" in msg or "Protobuf parsing failed" in msg or "NO_SUCHFILE" in msg:
             raise InvalidInputError(f"{path} is not a readable ONNX model: {msg}") from e
         raise BackendError(f"onnxruntime could not load {path.name}: {msg}") from e
-
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:500]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.core.progress import progress_iter
+from edgekit.tasks.base import cosine
 from edgekit.tasks.classify import ClassifyTask, agreement
 from edgekit.tasks.generic import output_metrics
 
@@ -57,7 +58,7 @@ def compare(ref: ReferenceOutputs, outs: list[list[np.ndarray]]) -> dict:
     if any(r.shape != g.shape for r, g in zip(ref_flat, got_flat)):
         shapes = (ref_flat[0].shape, got_flat[0].shape)
         return {"samples": n, "error": f"output sizes differ from the reference: {shapes[0]} vs {shapes[1]}"}
-    cos = np.array([_cosine(r, g) for r, g in zip(ref_flat, got_flat)])
+    cos = np.array([cosine(r, g) for r, g in zip(ref_flat, got_flat)])
     ref_all, got_all = np.concatenate(ref_flat), np.concatenate(got_flat)
     noise = float(np.sum((ref_all - got_all) ** 2))
     signal = float(np.sum(ref_all**2))
@@ -102,13 +103,6 @@ def task_block(ref: ReferenceOutputs, outs: list[list[np.ndarray]], classify_met
     if ref.task_reason:
         block["task_reason"] = ref.task_reason
     return block
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return 1.0 if na == nb else 0.0
-    return float(np.dot(a, b) / (na * nb))
 
 
 def reference_outputs(reference, data, threads: int | None = None, task=None) -> ReferenceOutputs:

@@ -89,6 +89,14 @@ def stack_output(outs: Outputs, index: int, dtype=np.float32) -> np.ndarray:
     return np.stack([np.asarray(s[index], dtype).reshape(-1) for s in outs])
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two flat arrays; two zero arrays agree (1), one zero array does not (0)."""
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine of two (samples, values) arrays; two zero rows agree (1), one zero row does not (0)."""
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)

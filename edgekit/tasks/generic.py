@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgekit.tasks.base import Outputs, Task, check_pairs, result, rounded, shape_text, task_metric
+from edgekit.tasks.base import Outputs, Task, check_pairs, cosine, result, rounded, shape_text, task_metric
 
 
 def output_metrics(reference: Outputs, candidate: Outputs, output_names: Sequence[str]) -> dict[str, dict]:
@@ -31,7 +31,7 @@ def one_output(reference: Outputs, candidate: Outputs, index: int) -> dict:
                                              f"the FP32 reference {shape_text(np.shape(ref_sample[index]))}"}
         if not np.isfinite(g).all():
             return {"shape": shape, "error": f"sample {n}: the candidate output holds NaN or Inf"}
-        cos.append(_cosine(r, g))
+        cos.append(cosine(r, g))
         diff = r - g
         noise += float(diff @ diff)
         signal += float(r @ r)
@@ -43,13 +43,6 @@ def one_output(reference: Outputs, candidate: Outputs, index: int) -> dict:
         rel = np.sqrt(noise / signal) if signal > 0 else None
     return {"shape": shape, "cosine_mean": rounded(np.mean(cos)), "cosine_min": rounded(np.min(cos)),
             "sqnr_db": rounded(sqnr, 2), "max_abs_err": rounded(max_abs, 8), "rel_err": rounded(rel)}
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        return 1.0 if na == nb else 0.0
-    return float(a @ b / (na * nb))
 
 
 class GenericTask(Task):

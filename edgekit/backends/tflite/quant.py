@@ -29,7 +29,7 @@ import numpy as np
 from edgekit.backends.tflite import flatbuffer as fb
 from edgekit.backends.tflite.bias_correction import correct_biases, float_layer_stats
 from edgekit.backends.tflite.runner import SIGNATURE_KEY, load_interpreter, signature_inputs
-from edgekit.core.errors import BackendError, CheckFailedError, InvalidInputError, TargetUnavailableError
+from edgekit.core.errors import BackendError, CheckFailedError, InvalidInputError, TargetUnavailableError, first_line
 from edgekit.core.hostinfo import package_version
 from edgekit.core.progress import enabled as progress_enabled
 from edgekit.core.progress import progress_iter, status
@@ -90,7 +90,7 @@ def quantize_int8(float_model: bytes, samples: Callable[[], Iterable[dict]], cou
     except (InvalidInputError, KeyboardInterrupt):
         raise
     except Exception as e:
-        raise BackendError(f"ai-edge-quantizer failed: {_first_line(e)}") from e
+        raise BackendError(f"ai-edge-quantizer failed: {first_line(e, 400)}") from e
     corrected = repaired = 0
     if settings.bias_correction:
         with status("correcting int8 biases"):
@@ -115,11 +115,6 @@ def _library_bars():
     if progress_enabled():
         return contextlib.nullcontext()
     return contextlib.redirect_stderr(io.StringIO())
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:400]
 
 
 def _signature_inputs(model: bytes) -> dict[str, int]:
@@ -212,5 +207,5 @@ def cast_fp16(float_model: bytes) -> tuple[bytes, dict]:
     try:
         model = bytes(q.quantize(enable_progress_report=False).quantized_model)
     except Exception as e:
-        raise BackendError(f"ai-edge-quantizer fp16 casting failed: {_first_line(e)}") from e
+        raise BackendError(f"ai-edge-quantizer fp16 casting failed: {first_line(e, 400)}") from e
     return model, {"quantizer": f"ai-edge-quantizer {package_version('ai-edge-quantizer')} float16 weights"}

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.backends.base import Runner
-from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError
+from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError, first_line
 from edgekit.core.tensors import TensorSpec
 
 SIGNATURE_KEY = "serving_default"
@@ -124,16 +124,11 @@ def load_interpreter(model: Path | bytes, threads: int | None = None, preserve_a
             interp.allocate_tensors()
     except ValueError as e:  # the runtime's message for a file that is not a flatbuffer model
         where = model if isinstance(model, Path) else "the model"
-        raise InvalidInputError(f"{where} is not a readable .tflite model: {_first_line(e)}") from e
+        raise InvalidInputError(f"{where} is not a readable .tflite model: {first_line(e, 400)}") from e
     except RuntimeError as e:
-        raise BackendError(f"LiteRT could not prepare the model: {log.errors() or _first_line(e)}",
+        raise BackendError(f"LiteRT could not prepare the model: {log.errors() or first_line(e, 400)}",
                            hint="an op may be missing from this runtime build; check `edgekit doctor`") from e
     return interp
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:400]
 
 
 @dataclass
@@ -278,7 +273,7 @@ class TfliteRunner(Runner):
         try:
             self.interp.invoke()
         except RuntimeError as e:
-            raise BackendError(f"LiteRT inference failed: {_first_line(e)}") from e
+            raise BackendError(f"LiteRT inference failed: {first_line(e, 400)}") from e
         out = {}
         for port in self._outputs:
             y = self.interp.get_tensor(port.index)
@@ -295,7 +290,7 @@ class TfliteRunner(Runner):
             self.interp.allocate_tensors()
         except (RuntimeError, ValueError) as e:
             raise BackendError(f"the .tflite cannot take input '{port.name}' of shape {'x'.join(map(str, shape))}: "
-                               f"{_first_line(e)}", hint="convert it again with that shape (--input)") from e
+                               f"{first_line(e, 400)}", hint="convert it again with that shape (--input)") from e
         port.shape = shape
 
     def close(self) -> None:
