@@ -91,9 +91,7 @@ class DeployBuilds:
 
 def search_in_deploy(run: DeployRun, backend, build, profile: Profile, out_dir: Path) -> SearchResult:
     """deploy's int8 under a budget: the search against the run's validation data and FP32 outputs."""
-    search = search_options(run.accuracy_budget(profile), profile.budgets.min_top1_agreement,
-                            run.options.accuracy_search_s, min_cosine=profile.budgets.min_cosine,
-                            budgets=profile.budgets)
+    search = search_options(run.accuracy_budget(profile), profile.budgets, run.options.accuracy_search_s)
     inputs = SearchInputs(run.reference, run.source_for(backend), run.calib, run.val, run.ref_outputs,
                           profile.threads(), profile)
     return accuracy_aware_int8(backend, build, run.quant_for(profile), inputs, search, out_dir)

@@ -11,7 +11,7 @@ from edgekit.core.profiles import Profile
 from edgekit.pipeline.deploy_builds import DeployBuilds
 from edgekit.remote.fleet import run_at
 from edgekit.remote.place import HOST, MeasureJob, Place
-from edgekit.stages.budgets import accuracy_violations, check_budgets
+from edgekit.stages.budgets import check_budgets, profile_accuracy_violations
 
 
 def result_row(profile: Profile, precision: str) -> dict:
@@ -124,10 +124,8 @@ def simulated_row(builds: DeployBuilds, row: dict, backend, profile: Profile, mi
     if row["accuracy"] is not None:
         builds.remember_accuracy(HOST, artifact, row["accuracy"])
     row["simulated"] = measured.effective_precision
-    budgets = profile.budgets
-    row["violations"] = accuracy_violations(row["accuracy"], budgets.min_top1_agreement, run.accuracy_budget(profile),
-                                            budgets.min_cosine, budgets.min_task_metric,
-                                            budgets.min_output_cosine) if row["accuracy"] else []
+    row["violations"] = (profile_accuracy_violations(row["accuracy"], profile.budgets, run.options.accuracy_budget)
+                         if row["accuracy"] else [])
     row.update(status="skipped", passed=not row["violations"],
                error=f"engine not built: {one_line(missing)}; accuracy: {row['simulated']}; "
                      "latency not measured (CPU time says nothing about the GPU)")

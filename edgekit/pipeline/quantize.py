@@ -108,9 +108,7 @@ def searched_int8(backend, source: Artifact, data: tuple, quant: QuantOptions, r
     from edgekit.stages.search import BudgetData, quantize_with_budget, search_options
 
     budget = request.accuracy_budget if request.accuracy_budget is not None else prof.budgets.max_accuracy_drop
-    search = search_options(budget, prof.budgets.min_top1_agreement if prof else None, request.search_time,
-                            request.max_float_layers, prof.budgets.min_cosine if prof else None,
-                            prof.budgets if prof else None)
+    search = search_options(budget, prof.budgets if prof else None, request.search_time, request.max_float_layers)
     out = Path(request.output)
     ref_art = load_source(reference, (), out) if reference is not None else None
     calib, check, choice = data

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.core.profiles import Profile
+from edgekit.core.profiles import Budgets, Profile
 
 
 def check_budgets(profile: Profile, row: dict, accuracy_budget: float | None) -> list[str]:
@@ -16,12 +16,16 @@ def check_budgets(profile: Profile, row: dict, accuracy_budget: float | None) ->
     measured_there = lat.get("where") == "host" or str(lat.get("where", "")).startswith("ssh://")
     if b.latency_p90_ms is not None and measured_there and lat["p90"] > b.latency_p90_ms:
         found.append(f"latency p90 {lat['p90']:.2f} ms > latency_p90_ms {b.latency_p90_ms}")
-    acc = row.get("accuracy")
-    if acc:
-        found += accuracy_violations(acc, b.min_top1_agreement,
-                                     accuracy_budget if accuracy_budget is not None else b.max_accuracy_drop,
-                                     b.min_cosine, b.min_task_metric, b.min_output_cosine)
+    if acc := row.get("accuracy"):
+        found += profile_accuracy_violations(acc, b, accuracy_budget)
     return found
+
+
+def profile_accuracy_violations(acc: dict, budgets: Budgets, accuracy_budget: float | None) -> list[str]:
+    """A profile's accuracy budgets; `accuracy_budget` (--accuracy-budget), when given, replaces max_accuracy_drop."""
+    max_drop = accuracy_budget if accuracy_budget is not None else budgets.max_accuracy_drop
+    return accuracy_violations(acc, budgets.min_top1_agreement, max_drop, budgets.min_cosine, budgets.min_task_metric,
+                               budgets.min_output_cosine)
 
 
 def accuracy_violations(acc: dict, min_agreement: float | None, max_drop: float | None,

@@ -55,15 +55,16 @@ class SearchResult:
 Builder = Callable[[QuantOptions, Path], Artifact]
 
 
-def search_options(budget: float | None, min_agreement: float | None, time_limit_s: float | None = None,
-                   max_float_layers: int | None = None, min_cosine: float | None = None,
-                   budgets=None) -> SearchOptions:
-    """`budgets` (a profile's Budgets) adds its min_task_metric and min_output_cosine."""
+def search_options(budget: float | None, budgets=None, time_limit_s: float | None = None,
+                   max_float_layers: int | None = None) -> SearchOptions:
+    """The search's budget: `budget` points of accuracy drop, and a profile's other accuracy budgets
+    (`budgets`, its Budgets: min_top1_agreement, min_cosine, min_task_metric, min_output_cosine) when given."""
     if budget is not None and budget < 0:
         raise InvalidInputError(f"--accuracy-budget {budget}: give points of accuracy drop, 0 or more")
-    opts = SearchOptions(max_drop=budget, min_agreement=min_agreement, min_cosine=min_cosine,
-                         min_task_metric=budgets.min_task_metric if budgets else None,
-                         min_output_cosine=budgets.min_output_cosine if budgets else None)
+    opts = SearchOptions(max_drop=budget)
+    if budgets is not None:
+        opts = replace(opts, min_agreement=budgets.min_top1_agreement, min_cosine=budgets.min_cosine,
+                       min_task_metric=budgets.min_task_metric, min_output_cosine=budgets.min_output_cosine)
     if time_limit_s is not None:
         opts = replace(opts, time_limit_s=time_limit_s)
     if max_float_layers is not None:
