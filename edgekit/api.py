@@ -80,8 +80,8 @@ def compile(model, **options) -> ArtifactResult:
 
 def validate(artifact, **options) -> ValidateResult:
     """`edgekit validate`: accuracy against the FP32 reference; options as ValidateRequest (reference, data,
-    threads, limit, accuracy_budget, min_agreement, inputs, preprocess, labels, task, masks, and the device
-    options). `task`: classify | detect | segment | embed | generic | pkg.mod:fn (default: guessed).
+    threads, limit, accuracy_budget, min_agreement, min_cosine, min_task_metric, min_output_cosine, inputs,
+    preprocess, labels, task, masks, and the device options). `task`: classify | detect | segment | embed | generic | pkg.mod:fn (default: guessed).
     `.exit_code` is 1 when a budget was missed."""
     from edgekit.pipeline.arguments import keyword_options
     from edgekit.pipeline.measure import ValidateRequest

@@ -19,6 +19,10 @@ LATENCY_KEYS = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")
 @click.option("--limit", type=int, help="Use at most this many samples.")
 @click.option("--accuracy-budget", type=float, help="Max accuracy drop in points; exit 1 when exceeded.")
 @click.option("--min-agreement", type=float, help="Min top-1 agreement (0..1); exit 1 when below.")
+@click.option("--min-cosine", type=float, help="Min output cosine (0..1); exit 1 when below.")
+@click.option("--min-task-metric", type=float,
+              help="Min task metric (mAP@0.5, mIoU, nn agreement, top-1; 0..1); exit 1 when below.")
+@click.option("--min-output-cosine", type=float, help="Min cosine of every output on its own; exit 1 when below.")
 @input_option
 @data_options
 @task_options

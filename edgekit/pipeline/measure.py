@@ -59,6 +59,9 @@ class ValidateRequest(DataOptions, DeviceOptions, TaskOptions):
     limit: int | None = None
     accuracy_budget: float | None = None
     min_agreement: float | None = None
+    min_cosine: float | None = None
+    min_task_metric: float | None = None  # in the task's units: mAP, mIoU, nn agreement, top-1 (0..1)
+    min_output_cosine: float | None = None  # every output on its own
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,7 +93,8 @@ def validate(artifact, request: ValidateRequest) -> ValidateResult:
 
     def at(place) -> dict:
         measured = place.measure(art, job)
-        violations = accuracy_violations(measured.accuracy, r.min_agreement, r.accuracy_budget)
+        violations = accuracy_violations(measured.accuracy, r.min_agreement, r.accuracy_budget, r.min_cosine,
+                                         r.min_task_metric, r.min_output_cosine)
         where = {"environment": measured.environment} if device.given else {}
         return {"accuracy": measured.accuracy, **where, "violations": violations, "passed": not violations}
 

@@ -3,7 +3,7 @@ so a broken second output (a detector's scores, say) cannot hide behind a good f
 
 from __future__ import annotations
 
-import html
+from edgekit.report.tables import html_section, markdown_section
 
 COLUMNS = ("profile", "precision", "output", "shape", "cosine", "cosine min", "SQNR dB", "max abs err")
 
@@ -26,17 +26,8 @@ def output_rows(results: list[dict]) -> list[tuple[str, ...]]:
 
 
 def outputs_markdown(results: list[dict]) -> list[str]:
-    rows = output_rows(results)
-    if not rows:
-        return []
-    return ["", "## Outputs vs FP32", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
-            *["| " + " | ".join(row) + " |" for row in rows]]
+    return markdown_section("Outputs vs FP32", COLUMNS, output_rows(results))
 
 
 def outputs_html(results: list[dict]) -> str:
-    rows = output_rows(results)
-    if not rows:
-        return ""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<h2>Outputs vs FP32</h2>\n<table class=\"results\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
+    return html_section("Outputs vs FP32", COLUMNS, output_rows(results))

@@ -10,6 +10,7 @@ from edgekit.core.atomic import write_json, write_text
 from edgekit.core.version import __version__
 from edgekit.report.outputs import outputs_html, outputs_markdown
 from edgekit.report.search import SEARCH_CSS, search_html, search_markdown, search_note
+from edgekit.report.task import task_html, task_markdown
 
 SCHEMA = "edgekit.report/1"
 TABLE_COLUMNS = ("profile", "target", "precision", "size MB", "p50 ms", "p90 ms", "speedup", "top-1 agr", "cosine", "result")
@@ -81,6 +82,7 @@ def render_markdown(report: dict) -> str:
     notes = report_notes(report)
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
+    lines += task_markdown(report["results"])  # accuracy in the task's units: mAP, mIoU, nn agreement
     lines += outputs_markdown(report["results"])  # each output of a multi-output model on its own line
     lines += search_markdown(report["results"])  # what --accuracy-budget tried, per searched artifact
     return "\n".join(lines) + "\n"
@@ -150,7 +152,7 @@ figcaption{{font-weight:600;font-size:14px;margin-bottom:4px}} svg text{{font-fa
 {html.escape(str(env.get('cpu', '')))} · {env.get('cores')} cores · Python {html.escape(str(env.get('python', '')))}</small></p>
 <table class="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <ul>{notes}</ul>
-{outputs_html(report["results"])}{search_html(report["results"])}
+{task_html(report["results"])}{outputs_html(report["results"])}{search_html(report["results"])}
 <h2>Accuracy vs latency</h2>
 {accuracy_latency_figure(measured)}
 <h2>Latency distributions</h2>
