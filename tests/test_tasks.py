@@ -136,6 +136,27 @@ def test_ground_truth_scores_both_models_and_the_drop_is_in_points(scenes):
     assert tm["vs_fp32"] == m["map50_vs_fp32"] and m["recall_vs_fp32"] == 0.5
 
 
+def test_faster_coco_eval_gives_pycocotools_numbers_on_noisy_detections():
+    from edgekit.tasks.coco import coco_library, coco_map
+
+    pytest.importorskip("pycocotools")
+    assert coco_library()[1].__module__.startswith("faster_coco_eval")  # the dependency is what runs
+    rng = np.random.default_rng(3)
+    truth, dets = [], []
+    for _ in range(20):  # jittered, misclassified and spurious boxes: every part of COCOeval is exercised
+        objects = scene(rng, int(rng.integers(1, 5)))
+        truth.append(objects[:, [0, 1, 2, 3, 5]])
+        pick = objects[rng.integers(0, len(objects), 60)]
+        noisy = np.column_stack([pick[:, :4] + rng.normal(0, 4, (60, 4)), rng.uniform(0, 1, 60),
+                                 np.where(rng.random(60) < 0.2, rng.integers(0, C, 60), pick[:, 5])])
+        dets.append(noisy)
+    fast, reference = coco_map(truth, dets), coco_map(truth, dets, library="pycocotools")
+    assert 0.1 < fast["map"] < fast["map50"] < 0.95  # a score with room to differ
+    assert fast["map50"] == pytest.approx(reference["map50"], abs=1e-9)
+    assert fast["map"] == pytest.approx(reference["map"], abs=1e-9)
+    assert fast["per_class"] == pytest.approx(reference["per_class"], abs=1e-9)
+
+
 def expected_boxes(objects: np.ndarray) -> np.ndarray:
     return objects[np.argsort(-objects[:, 4], kind="stable")]
 

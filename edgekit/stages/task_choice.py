@@ -32,7 +32,7 @@ def load_task(spec: str | None) -> Task | None:
 def attach_task(ref, data, choice: TaskChoice | None, task: Task | None = None) -> None:
     """Set the task, its source and ground truth on ReferenceOutputs `ref`, and print the choice (stderr).
 
-    The task is tried once on the FP32 outputs against themselves, so a head that does not fit, labels
+    The task is tried once on the FP32 outputs (Task.prepare), so a head that does not fit, labels
     that do not fit or a callable that raises fail here, before any candidate is built or measured."""
     choice = choice or TaskChoice()
     shapes = [np.shape(o) for o in ref.outputs[0]] if ref.outputs else []
@@ -48,7 +48,7 @@ def attach_task(ref, data, choice: TaskChoice | None, task: Task | None = None) 
     ref.truth = task_truth(task, ref, data, choice)
     note(f"task: {task.name}" + (f" (guessed: {reason})" if source == "guessed" else " (given)"))
     if ref.outputs:
-        task.evaluate(ref.outputs, ref.outputs, ref.output_names, ref.truth)
+        task.prepare(ref.outputs, ref.output_names, ref.truth)
 
 
 def task_truth(task: Task, ref, data, choice: TaskChoice):

@@ -40,6 +40,11 @@ class Task:
     def evaluate(self, reference: Outputs, candidate: Outputs, output_names: Sequence[str], truth=None) -> dict:
         raise NotImplementedError
 
+    def prepare(self, reference: Outputs, output_names: Sequence[str], truth=None) -> None:
+        """Try the task on the FP32 outputs, so a head, labels or callable that does not fit fails before
+        any candidate is built. A task that caches its FP32 side does only that part here."""
+        self.evaluate(reference, reference, output_names, truth)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

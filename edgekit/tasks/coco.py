@@ -1,7 +1,8 @@
-"""mAP@0.5 and mAP@0.5:0.95 with pycocotools' COCOeval (the reference implementation, not a rewrite).
+"""mAP@0.5 and mAP@0.5:0.95 with COCOeval, not a rewrite: faster-coco-eval's (the same algorithm in
+C++, same numbers; a dependency) or pycocotools' reference implementation when only that is installed.
 
 Boxes are per-image arrays in model-input pixels: ground truth (K, 5) x1, y1, x2, y2, class and
-detections (M, 6) x1, y1, x2, y2, score, class. pycocotools is imported only when a detector is scored.
+detections (M, 6) x1, y1, x2, y2, score, class. The library is imported only when a detector is scored.
 """
 
 from __future__ import annotations
@@ -15,16 +16,12 @@ import numpy as np
 from edgekit.core.errors import TargetUnavailableError
 
 
-def coco_map(truth: Sequence[np.ndarray], detections: Sequence[np.ndarray], max_det: int = 300) -> dict | None:
+def coco_map(truth: Sequence[np.ndarray], detections: Sequence[np.ndarray], max_det: int = 300,
+             library: str = "faster_coco_eval") -> dict | None:
     """{"map50", "map", "per_class": {class: AP@0.5}} of the detections, or None when the truth holds no box.
 
     Classes that never occur in the truth are left out of the mean, as COCOeval does."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError as e:
-        raise TargetUnavailableError("the detect task computes mAP with pycocotools, which is not installed",
-                                     hint="pip install pycocotools") from e
+    COCO, COCOeval = coco_library(library)
     gt_anns = _annotations(truth, with_score=False)
     if not gt_anns:
         return None
@@ -32,7 +29,7 @@ def coco_map(truth: Sequence[np.ndarray], detections: Sequence[np.ndarray], max_
     if not dt_anns:
         return {"map50": 0.0, "map": 0.0, "per_class": {}}
     classes = sorted({a["category_id"] for a in gt_anns + dt_anns})
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+    with contextlib.redirect_stdout(io.StringIO()):  # both print progress
         gt = COCO()
         gt.dataset = {"images": [{"id": i + 1} for i in range(len(truth))], "annotations": gt_anns,
                       "categories": [{"id": c} for c in classes]}
@@ -47,6 +44,24 @@ def coco_map(truth: Sequence[np.ndarray], detections: Sequence[np.ndarray], max_
     return {"map50": _mean(precision[0]), "map": _mean(precision),
             "per_class": {int(c) - 1: _mean(precision[0, :, k]) for k, c in enumerate(ev.params.catIds)
                           if (precision[0, :, k] > -1).any()}}
+
+
+def coco_library(name: str = "faster_coco_eval"):
+    """(COCO, COCOeval): faster-coco-eval's (3x faster on 300 boxes per image), else pycocotools'."""
+    if name == "faster_coco_eval":
+        try:
+            from faster_coco_eval import COCO, COCOeval_faster
+
+            return COCO, COCOeval_faster
+        except ImportError:
+            pass
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError as e:
+        raise TargetUnavailableError("the detect task computes mAP with faster-coco-eval or pycocotools, and "
+                                     "neither is installed", hint="pip install faster-coco-eval") from e
+    return COCO, COCOeval
 
 
 def _mean(p: np.ndarray) -> float:

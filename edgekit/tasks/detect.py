@@ -121,6 +121,9 @@ class DetectTask(Task):
         return result(self.name, task_metric(self.metric_name, value, reference_value, metrics["map50_vs_fp32"]),
                       metrics)
 
+    def prepare(self, reference: Outputs, output_names: Sequence[str], truth=None) -> None:
+        self.fp32_side(reference, output_names, truth)  # the head, FP32 boxes and labels: what can fail
+
     def fp32_side(self, reference: Outputs, output_names: Sequence[str], truth) -> tuple:
         """(head, FP32 detections, FP32 mAP vs truth or None, checked truth), reused while the caller passes
         the same reference and truth objects again (the accuracy-aware search scores many candidates)."""
