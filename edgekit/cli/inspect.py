@@ -24,6 +24,7 @@ def inspect_quant(artifact, reference, data, limit, top, as_json, **read):
     """
     from pathlib import Path
 
+    from edgekit.core.arrays import parse_consts
     from edgekit.core.artifact import Artifact
     from edgekit.core.console import echo_json, print_table
     from edgekit.core.data import open_data
@@ -33,7 +34,8 @@ def inspect_quant(artifact, reference, data, limit, top, as_json, **read):
     art = Artifact.load(artifact)
     ref = Artifact.load(reference)
     specs = merge_inputs(ref.inputs, as_specs(read["inputs"]))
-    source = open_data(data, specs, as_preprocess(read["preprocess"]), read["labels"], limit)
+    source = open_data(data, specs, as_preprocess(read["preprocess"]), read["labels"], limit,
+                       parse_consts(read["consts"]))
     rows = inspect_artifact(art, Path(reference), source, limit)
     if as_json:
         echo_json({"artifact": str(art.path), "reference": str(reference), "samples": min(limit, len(source)),

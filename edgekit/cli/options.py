@@ -44,8 +44,9 @@ def handle_errors(fn):
 
 
 def input_option(fn):
-    return click.option("--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE]",
-                        help="Model input, e.g. input:1x3x224x224 (? = dynamic). Repeat for several.")(fn)
+    return click.option("--input", "inputs", multiple=True, metavar="NAME:DIMS[:DTYPE][@batch=K]",
+                        help="Model input, e.g. input:1x3x224x224 (? = dynamic), sr:scalar:int64, or "
+                             "state:2x?x128@batch=1 (samples stacked on axis 1 in data files). Repeat for several.")(fn)
 
 
 def json_output(fn):
@@ -75,6 +76,8 @@ def data_options(fn):
                            "(size=224, resize=256, crop=center|none, mean=a:b:c, std=a:b:c, layout=NCHW|NHWC, order=RGB|BGR).")(fn)
     fn = click.option("--labels", type=click.Path(), help="Labels for an image folder: a FILENAME LABEL file (classify), "
                                                             "a YOLO labels folder or a COCO json (detect).")(fn)
+    fn = click.option("--const", "consts", multiple=True, metavar="NAME=VALUE",
+                      help="An input every sample shares, given once (e.g. sr=16000); repeat for several.")(fn)
     return fn
 
 

@@ -15,14 +15,13 @@ from typing import Iterator
 
 import numpy as np
 
+from edgekit.core.arrays import NpyReader, NpzReader, Sample, constant_feed
 from edgekit.core.errors import InvalidInputError
 from edgekit.core.geometry import ImageGeometry, image_geometry, letterbox_image
 from edgekit.core.tensors import TensorSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 FOLDER_SPEC_FILE = "edgekit-data.toml"  # optional preprocessing spec inside an image folder
-LABEL_KEY = "labels"  # reserved key in an .npz
-
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -36,13 +35,11 @@ class Preprocess:
     layout: str = "NCHW"
     order: str = "RGB"
 
-
 PRESETS = {
     "imagenet": Preprocess(),
     "inception": Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),  # (x - 127.5) / 127.5
     "raw": Preprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),  # 0..1
 }
-
 
 def parse_preprocess(text: str | None, base: Preprocess | None = None) -> Preprocess:
     """`imagenet`, or `inception,size=224,resize=256,mean=0.5:0.5:0.5,layout=NHWC,order=BGR`."""
@@ -59,7 +56,6 @@ def parse_preprocess(text: str | None, base: Preprocess | None = None) -> Prepro
         key, value = (s.strip() for s in part.split("=", 1))
         fields[key] = value
     return _apply_fields(spec, fields, "--preprocess")
-
 
 def _apply_fields(spec: Preprocess, fields: dict, where: str) -> Preprocess:
     out = {}
@@ -92,37 +88,29 @@ def _apply_fields(spec: Preprocess, fields: dict, where: str) -> Preprocess:
         raise InvalidInputError(f"bad preprocessing value in {where}: {e}") from e
     return replace(spec, **out)
 
-
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{key}={value} (expected one of {', '.join(allowed)})")
     return value
 
-
-@dataclass
-class Sample:
-    feed: dict[str, np.ndarray]
-    label: int | None = None
-    name: str = ""
-    geometry: ImageGeometry | None = None  # image samples: how the file was resized/cropped/padded
-
-
 class DataSource:
     """A re-iterable stream of samples checked against the model inputs."""
 
     def __init__(self, path: str | Path, inputs: list[TensorSpec], preprocess: Preprocess | None = None,
-                 labels: str | Path | None = None, limit: int | None = None):
+                 labels: str | Path | None = None, limit: int | None = None, consts: dict | None = None):
         self.path = Path(path)
         self.inputs = inputs
         self.limit = limit
+        self.consts = constant_feed(inputs, consts or {})  # --const: given once, fed with every sample
         if not self.path.exists():
             raise InvalidInputError(f"data not found: {self.path}")
+        read = [s for s in inputs if s.name not in self.consts]
         if self.path.is_dir():
-            self._reader = _ImageFolder(self.path, inputs, preprocess, labels)
+            self._reader = _ImageFolder(self.path, read, preprocess, labels)
         elif self.path.suffix == ".npy":
-            self._reader = _NpyReader(self.path, inputs)
+            self._reader = NpyReader(self.path, read)
         elif self.path.suffix == ".npz":
-            self._reader = _NpzReader(self.path, inputs)
+            self._reader = NpzReader(self.path, read)
         else:
             raise InvalidInputError(
                 f"unsupported data source {self.path}", hint="use a .npy, an .npz or a folder of images"
@@ -147,6 +135,7 @@ class DataSource:
         for i, sample in enumerate(self._reader):
             if self.limit and i >= self.limit:
                 return
+            sample.feed.update({k: v.copy() for k, v in self.consts.items()})
             self._check(sample, i)
             yield sample
 
@@ -173,82 +162,8 @@ class DataSource:
             if arr.dtype != np.dtype(spec.dtype):
                 sample.feed[spec.name] = arr.astype(spec.dtype)
 
-
-def open_data(path, inputs, preprocess=None, labels=None, limit=None) -> DataSource:
-    return DataSource(path, inputs, preprocess, labels, limit)
-
-
-class _NpyReader:
-    """One array for the single model input; axis 0 enumerates samples."""
-
-    has_labels = False
-
-    def __init__(self, path: Path, inputs: list[TensorSpec]):
-        if len(inputs) != 1:
-            raise InvalidInputError(
-                f"{path} is one array but the model has {len(inputs)} inputs",
-                hint="use an .npz with one key per input: " + ", ".join(s.name for s in inputs),
-            )
-        self.name = inputs[0].name
-        self.rank = len(inputs[0].shape)
-        self.array = _load_array(path, mmap=True)
-        if self.array.ndim not in (self.rank, self.rank - 1):
-            raise InvalidInputError(
-                f"input '{self.name}': {path} has shape {'x'.join(map(str, self.array.shape))}, "
-                f"the model expects {inputs[0].display_shape()} per sample"
-            )
-
-    def __len__(self) -> int:
-        return 1 if self.array.ndim == self.rank - 1 else self.array.shape[0]
-
-    def __iter__(self):
-        if self.array.ndim == self.rank - 1:
-            yield Sample({self.name: np.asarray(self.array)[None]}, name="0")
-            return
-        for i in range(len(self)):
-            yield Sample({self.name: np.asarray(self.array[i : i + 1])}, name=str(i))
-
-
-class _NpzReader:
-    """Keys = input names (axis 0 enumerates samples); an optional `labels` key."""
-
-    def __init__(self, path: Path, inputs: list[TensorSpec]):
-        try:
-            self.archive = np.load(path, allow_pickle=False)
-            keys = set(self.archive.files)
-        except Exception as e:
-            raise InvalidInputError(f"{path} is not a readable .npz ({e})") from e
-        missing = [s.name for s in inputs if s.name not in keys]
-        if missing:
-            raise InvalidInputError(
-                f"data {path} has no input '{missing[0]}' (keys: {sorted(keys)})",
-                hint="name .npz keys after the model inputs",
-            )
-        self.inputs = inputs
-        self.arrays = {s.name: self.archive[s.name] for s in inputs}
-        counts = {len(a) for a in self.arrays.values()}
-        if len(counts) != 1:
-            raise InvalidInputError(f"{path}: inputs have different sample counts {sorted(counts)}")
-        self.count = counts.pop()
-        self.labels = self.archive[LABEL_KEY] if LABEL_KEY in keys else None
-        self.has_labels = self.labels is not None
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __iter__(self):
-        for i in range(self.count):
-            feed = {k: a[i : i + 1] for k, a in self.arrays.items()}
-            label = int(self.labels[i]) if self.labels is not None else None
-            yield Sample(feed, label, str(i))
-
-
-def _load_array(path: Path, mmap: bool) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except Exception as e:
-        raise InvalidInputError(f"{path} is not a readable .npy ({e})") from e
-
+def open_data(path, inputs, preprocess=None, labels=None, limit=None, consts=None) -> DataSource:
+    return DataSource(path, inputs, preprocess, labels, limit, consts)
 
 class _ImageFolder:
     """Images in a folder (unlabelled) or in class sub-folders; decoded one at a time."""
@@ -299,7 +214,6 @@ class _ImageFolder:
             label = self.labels[i] if self.labels is not None else None
             yield Sample({self.spec.name: load_image(f, self.pre)}, label, str(f.name), file_geometry(f, self.pre))
 
-
 def file_geometry(path: Path, pre: Preprocess) -> ImageGeometry:
     """Where `load_image(path, pre)` puts the file's pixels (reads the image header only)."""
     from PIL import Image, UnidentifiedImageError
@@ -309,7 +223,6 @@ def file_geometry(path: Path, pre: Preprocess) -> ImageGeometry:
             return image_geometry(im.width, im.height, pre.size, pre.crop, pre.resize)
     except (UnidentifiedImageError, OSError) as e:
         raise InvalidInputError(f"cannot read image {path}: {e}") from e
-
 
 def load_image(path: Path, pre: Preprocess) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
@@ -338,7 +251,6 @@ def load_image(path: Path, pre: Preprocess) -> np.ndarray:
         arr = arr.transpose(2, 0, 1)
     return np.ascontiguousarray(arr[None], dtype=np.float32)
 
-
 def _read_labels(root: Path, files: list[Path], labels_file) -> list[int] | None:
     if labels_file:
         path = Path(labels_file)
@@ -364,7 +276,6 @@ def _read_labels(root: Path, files: list[Path], labels_file) -> list[int] | None
         raise InvalidInputError(f"{root} mixes images at the top level with class sub-folders")
     index = {c: _class_index(c.name, i) for i, c in enumerate(classes)}
     return [index[f.parent] for f in files]
-
 
 def _class_index(folder_name: str, position: int) -> int:
     """`281` or `281_tabby` name the class index; other names count alphabetically."""

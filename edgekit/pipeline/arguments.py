@@ -78,17 +78,20 @@ def as_preprocess(preprocess):
     return parse_preprocess(preprocess, base=None) if preprocess else None
 
 
-def as_data(data, specs, preprocess=None, labels=None, limit=None):
-    """A data path (.npy, .npz, image folder) opened for these inputs, or a data source as it is."""
+def as_data(data, specs, preprocess=None, labels=None, limit=None, consts=()):
+    """A data path (.npy, .npz, image folder) opened for these inputs, or a data source as it is;
+    `consts` ("NAME=VALUE" or a {name: value} dict) are fed with every sample."""
     if data is None:
         return None
     if not isinstance(data, (str, Path)):
         return data
+    from edgekit.core.arrays import parse_consts
     from edgekit.core.data import open_data
     from edgekit.stages.task_choice import is_detection_labels
 
+    consts = consts if isinstance(consts, dict) else parse_consts(as_tuple(consts))
     # detection labels (a YOLO folder, a COCO json) are the detect task's ground truth, not per-image classes
-    return open_data(data, specs, preprocess, None if is_detection_labels(labels) else labels, limit)
+    return open_data(data, specs, preprocess, None if is_detection_labels(labels) else labels, limit, consts)
 
 
 def resolve_inputs(model_inputs: list[TensorSpec], overrides: tuple[TensorSpec, ...]) -> list[TensorSpec]:
@@ -138,6 +141,7 @@ class DataOptions:
     inputs: tuple = ()
     preprocess: object = None  # a spec string or a Preprocess
     labels: str | None = None
+    consts: tuple = ()  # "NAME=VALUE": inputs every sample shares, given once
 
 
 @dataclass(frozen=True, kw_only=True)

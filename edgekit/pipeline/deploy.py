@@ -50,8 +50,8 @@ def deploy(model_spec: str, options: DeployOptions) -> DeployResult:
     reference = prepare_reference(model_spec, options, out_dir)
     inputs = resolve_inputs(reference.inputs, options.inputs)
     val_path = options.val or options.calib
-    val = as_data(val_path, inputs, options.preprocess, options.labels, options.val_limit)
-    calib = as_data(options.calib, inputs, options.preprocess, options.labels)
+    val = as_data(val_path, inputs, options.preprocess, options.labels, options.val_limit, options.consts)
+    calib = as_data(options.calib, inputs, options.preprocess, options.labels, consts=options.consts)
     task = TaskChoice(options.task or next((p.task for p in profiles if p.task), None), options.labels, options.masks)
     ref_outputs = reference_outputs(reference, val, task=task) if val is not None else None
     builds = DeployBuilds(DeployRun(reference, tuple(inputs), calib, val, ref_outputs, options, out_dir))

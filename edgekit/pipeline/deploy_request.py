@@ -53,6 +53,7 @@ class DeployRequest(DataOptions, DeviceOptions, TaskOptions):
         return DeployOptions(
             profiles=as_tuple(self.profiles), out_dir=Path(self.output) if self.output else None, calib=self.calib,
             val=self.val, preprocess=as_preprocess(self.preprocess), labels=self.labels, inputs=as_specs(self.inputs),
+            consts=as_tuple(self.consts),
             weights=self.weights, trust_pickle=self.trust_pickle, precisions=as_tuple(self.precisions),
             accuracy_budget=self.accuracy_budget, quant=QuantOptions(method=self.method),
             bench=BenchOptions(min_seconds=self.min_seconds), prune=self.prune,

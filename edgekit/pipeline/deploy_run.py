@@ -22,6 +22,7 @@ class DeployOptions:
     val: str | None = None
     preprocess: Preprocess | None = None
     labels: str | None = None
+    consts: tuple = ()  # "NAME=VALUE": inputs every sample shares
     inputs: tuple[TensorSpec, ...] = ()
     weights: str | None = None
     trust_pickle: bool = False

@@ -85,7 +85,7 @@ def validate(artifact, request: ValidateRequest) -> ValidateResult:
     choice = r.task_choice(r.labels)  # before any work
     art, ref = as_artifact(artifact), as_artifact(r.reference)
     specs = merge_inputs(ref.inputs, as_specs(r.inputs))
-    data = as_data(r.data, specs, as_preprocess(r.preprocess), r.labels, r.limit)
+    data = as_data(r.data, specs, as_preprocess(r.preprocess), r.labels, r.limit, r.consts)
     device = r.device_args()
     places = device.places()
     job = MeasureJob(threads=r.threads, reference=reference_outputs(ref, data, r.threads, choice),

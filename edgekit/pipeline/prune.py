@@ -50,6 +50,7 @@ class PruneReport:
 
 
 def prune(model, request: PruneRequest) -> PruneReport:
+    from edgekit.core.arrays import parse_consts
     from edgekit.stages.bench import BenchOptions
     from edgekit.stages.prune.recover import RecoveryOptions
     from edgekit.stages.prune.run import PruneOptions, prune_file, reject_onnx
@@ -62,7 +63,7 @@ def prune(model, request: PruneRequest) -> PruneReport:
     profile = r.profile.source if isinstance(r.profile, Profile) else r.profile  # pruning loads it by name
     options = PruneOptions(
         spec=spec, inputs=as_specs(r.inputs), calib=r.calib, distill=r.distill, val=r.val,
-        preprocess=as_preprocess(r.preprocess), labels=r.labels, profile=profile,
+        preprocess=as_preprocess(r.preprocess), labels=r.labels, consts=parse_consts(r.consts), profile=profile,
         bench=BenchOptions(min_seconds=r.min_seconds),
         recovery=RecoveryOptions(epochs=r.epochs, lr=r.lr, batch_size=r.batch_size, ce_weight=r.ce_weight,
                                  max_samples=r.max_samples),

@@ -85,20 +85,22 @@ def quantize(model, request: QuantizeRequest) -> QuantizeResult:
     given, out, preprocess = as_specs(r.inputs), Path(r.output), as_preprocess(r.preprocess)
     source = load_source(model, given, out)
     specs = merge_inputs(source.inputs, given)
-    data = as_data(r.calib, specs, preprocess, r.labels)
+    data = as_data(r.calib, specs, preprocess, r.labels, consts=r.consts)
     opts = QuantOptions(method=r.method, per_channel=not r.per_tensor, max_samples=r.max_samples,
                         exclude=tuple(r.exclude),
                         extra={**(prof.runtime.options if prof else {}), **({"int8_io": True} if r.int8_io else {})})
     if r.precision == "fp16":
         art = backend.fp16_onnx(source, out, data)
     elif r.accuracy_budget is not None or profile_budgets(prof, source):  # searched until it meets the budget
-        check = as_data(r.val if r.val is not None else r.calib, specs, preprocess, r.labels)
+        check = as_data(r.val if r.val is not None else r.calib, specs, preprocess, r.labels,
+                        consts=r.consts)
         art = searched_int8(backend, source, (data, check, choice), opts, r, prof, reference)
     else:
         art = backend.quantize(source, data, opts, out)
     accuracy = None
     if r.val is not None:
-        accuracy = validate_artifact(art, reference, as_data(r.val, specs, preprocess, r.labels), task=choice)
+        accuracy = validate_artifact(art, reference, as_data(r.val, specs, preprocess, r.labels, consts=r.consts),
+                                    task=choice)
     return QuantizeResult(art, accuracy)
 
 

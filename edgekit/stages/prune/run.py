@@ -11,6 +11,7 @@ import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from edgekit.core.arrays import parse_consts
 from edgekit.core.data import Preprocess
 from edgekit.core.errors import InvalidInputError
 from edgekit.core.tensors import TensorSpec
@@ -32,6 +33,7 @@ class PruneOptions:
     val: str | None = None  # agreement / accuracy before and after (default: distill or calib data)
     preprocess: Preprocess | None = None
     labels: str | None = None
+    consts: dict = field(default_factory=dict)  # inputs every sample shares (edgekit.core.data.parse_consts)
     recovery: RecoveryOptions = field(default_factory=RecoveryOptions)
     profile: str | None = None  # latency before/after on this profile's target
     bench: BenchOptions = field(default_factory=lambda: BenchOptions(min_seconds=1.0))
@@ -129,7 +131,7 @@ class _Data:
         self.any_data = bool(self.calib_path)
         # opened now so a wrong path or shape fails before any pruning work; read later, once
         paths = dict.fromkeys(p for p in (options.calib, options.distill, options.val) if p)
-        self._sources = {p: open_data(p, specs, options.preprocess, options.labels) for p in paths}
+        self._sources = {p: open_data(p, specs, options.preprocess, options.labels, consts=options.consts) for p in paths}
         self._cache: dict[str, object] = {}
 
     def _batches(self, path: str | None, what: str):
@@ -261,6 +263,6 @@ def prune_for_deploy(model, deploy_options) -> tuple[object, dict]:
     o = deploy_options
     options = PruneOptions(spec=PruneSpec(ratio=o.prune), inputs=tuple(o.inputs), calib=o.calib,
                            val=o.val or o.calib, preprocess=o.preprocess, labels=o.labels,
-                           recovery=RecoveryOptions(max_samples=300))
+                           consts=parse_consts(o.consts), recovery=RecoveryOptions(max_samples=300))
     result = prune_model(model, options, source="deploy")
     return result.model, summary(result.report)
