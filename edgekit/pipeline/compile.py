@@ -10,7 +10,8 @@ from edgekit.backends.base import CompileOptions
 from edgekit.backends.registry import get_backend
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import InvalidInputError
-from edgekit.pipeline.arguments import DeviceOptions, as_profile, as_specs, check_choice, load_source
+from edgekit.pipeline.arguments import DeviceOptions, as_profile, as_specs, check_choice, load_source, merge_inputs
+from edgekit.stages.normalize import normalized_source
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -59,4 +60,5 @@ def compile_model(model, request: CompileRequest) -> ArtifactResult:
     if request.ort_format:
         extra["ort_format"] = True
     source = load_source(model, specs, out)
+    source = normalized_source(source, out, merge_inputs(source.inputs, specs))  # opset >= 13, --input shapes fixed
     return ArtifactResult(places[0].compile(backend, source, prof, out, CompileOptions(request.precision, specs, extra)))

@@ -21,6 +21,7 @@ from edgekit.pipeline.deploy_builds import DeployBuilds
 from edgekit.pipeline.deploy_rows import profile_rows
 from edgekit.pipeline.deploy_run import DeployOptions, DeployRun
 from edgekit.report.writer import build_report, write_reports
+from edgekit.stages.normalize import normalized_source
 from edgekit.stages.task_choice import TaskChoice, load_task
 from edgekit.stages.validate import reference_outputs
 
@@ -50,8 +51,12 @@ def deploy(model_spec: str, options: DeployOptions) -> DeployResult:
     reference = prepare_reference(model_spec, options, out_dir)
     inputs = resolve_inputs(reference.inputs, options.inputs)
     val_path = options.val or options.calib
-    val = as_data(val_path, inputs, options.preprocess, options.labels, options.val_limit, options.consts)
-    calib = as_data(options.calib, inputs, options.preprocess, options.labels, consts=options.consts)
+    val, calib = open_deploy_data(val_path, inputs, options)
+    # every row starts from one checked ONNX: opset >= 13, dynamic axes fixed at the data's shape
+    normalized = normalized_source(reference, out_dir, inputs, calib if calib is not None else val)
+    if normalized is not reference:
+        reference, inputs = normalized, resolve_inputs(normalized.inputs, options.inputs)
+        val, calib = open_deploy_data(val_path, inputs, options)
     task = TaskChoice(options.task or next((p.task for p in profiles if p.task), None), options.labels, options.masks)
     ref_outputs = reference_outputs(reference, val, task=task) if val is not None else None
     builds = DeployBuilds(DeployRun(reference, tuple(inputs), calib, val, ref_outputs, options, out_dir))
@@ -100,6 +105,13 @@ def exit_code_for(results: list[dict], skip_unavailable: bool) -> int:
         return TargetUnavailableError.exit_code
     # rows checked on the CPU only (TensorRT missing here) still fail on their accuracy budgets
     return 0 if all(r.get("passed", True) for r in results if r["status"] == "ok" or r.get("simulated")) else 1
+
+
+def open_deploy_data(val_path, inputs, options: DeployOptions) -> tuple:
+    """(validation, calibration) sources read for `inputs`; either is None when not given."""
+    val = as_data(val_path, inputs, options.preprocess, options.labels, options.val_limit, options.consts)
+    calib = as_data(options.calib, inputs, options.preprocess, options.labels, consts=options.consts)
+    return val, calib
 
 
 def prepare_reference(model_spec: str, options: DeployOptions, out_dir: Path) -> Artifact:

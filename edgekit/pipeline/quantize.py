@@ -3,7 +3,7 @@ meets an accuracy budget when one applies, and validated against the FP32 refere
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgekit.backends.base import QuantOptions
@@ -70,6 +70,7 @@ class QuantizeResult(ArtifactResult):
 
 
 def quantize(model, request: QuantizeRequest) -> QuantizeResult:
+    from edgekit.stages.normalize import normalized_source
     from edgekit.stages.validate import validate_artifact
 
     r = request
@@ -86,6 +87,10 @@ def quantize(model, request: QuantizeRequest) -> QuantizeResult:
     source = load_source(model, given, out)
     specs = merge_inputs(source.inputs, given)
     data = as_data(r.calib, specs, preprocess, r.labels, consts=r.consts)
+    normalized = normalized_source(source, out, specs, data)  # opset >= 13, shapes fixed from the data
+    if normalized is not source:  # the data is read for the shapes the targets now see
+        source, specs = normalized, merge_inputs(normalized.inputs, given)
+        data = as_data(r.calib, specs, preprocess, r.labels, consts=r.consts)
     opts = QuantOptions(method=r.method, per_channel=not r.per_tensor, max_samples=r.max_samples,
                         exclude=tuple(r.exclude),
                         extra={**(prof.runtime.options if prof else {}), **({"int8_io": True} if r.int8_io else {})})
@@ -97,6 +102,8 @@ def quantize(model, request: QuantizeRequest) -> QuantizeResult:
         art = searched_int8(backend, source, (data, check, choice), opts, r, prof, reference)
     else:
         art = backend.quantize(source, data, opts, out)
+    if "normalized" in source.provenance:  # what was changed before the target saw the model
+        art = replace(art, provenance={**art.provenance, "normalized": source.provenance["normalized"]}).save_sidecar()
     accuracy = None
     if r.val is not None:
         accuracy = validate_artifact(art, reference, as_data(r.val, specs, preprocess, r.labels, consts=r.consts),

@@ -52,7 +52,7 @@ def convert_onnx(onnx_path: Path, shapes: dict[str, tuple[int, ...]], sample_ima
         work = Path(tmp)
         np.save(work / SAMPLE_FILE, np.ascontiguousarray(sample_images, dtype=np.float32))
         request = {
-            "onnx": str(Path(onnx_path).resolve()), "out": "out",
+            "onnx": str(simplified(Path(onnx_path), work)), "out": "out",
             "shapes": [f"{name}:{','.join(map(str, dims))}" for name, dims in shapes.items()],
         }
         (work / "request.json").write_text(json.dumps(request))
@@ -115,6 +115,32 @@ def _last_error_line(log_path: Path) -> str | None:
     return errors[-1].strip()[:400] if errors else None
 
 
+def simplified(onnx_path: Path, work: Path) -> Path:
+    """onnxslim's graph in the private folder (onnx2tf reads shape arithmetic poorly), else the original."""
+    import onnx
+
+    from edgekit.onnx.normalize import slimmed
+
+    try:
+        model = onnx.load(str(onnx_path))
+        slim = slimmed(model)
+        if slim is None:
+            return onnx_path.resolve()
+        onnx.save(slim, str(work / "simplified.onnx"))
+        return work / "simplified.onnx"
+    except Exception:  # a model onnxslim cannot read goes to onnx2tf as it is
+        return onnx_path.resolve()
+
+
+def root_cause(text: str) -> str:
+    """The line of a TensorFlow error that says what went wrong: its traces begin with 'in user code:'
+    and File lines, and the cause comes last."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    causes = [ln for ln in lines if not ln.startswith(("File ", "in user code", "Traceback", "Call arguments"))
+              and not ln.startswith("•") and not ln.endswith(":")]
+    return (causes or lines or [""])[-1]
+
+
 # ---- child side -------------------------------------------------------------------------------
 
 def refuse_network(event: str, args) -> None:
@@ -131,8 +157,9 @@ def _child(request_path: str) -> int:
     try:
         import onnx2tf
 
+        # onnxsim is an executable edgekit does not install; the graph was simplified with onnxslim already
         onnx2tf.convert(input_onnx_file_path=request["onnx"], output_folder_path=request["out"],
-                        overwrite_input_shape=request["shapes"], non_verbose=True)
+                        overwrite_input_shape=request["shapes"], non_verbose=True, not_use_onnxsim=True)
         result = {"ok": True}
     except ModuleNotFoundError as e:  # onnx2tf has one module per ONNX op: a missing one = unsupported op
         prefix = "onnx2tf.ops."
@@ -140,9 +167,9 @@ def _child(request_path: str) -> int:
         result = {"ok": False, "op_type": op, "node": getattr(e, "onnx_op_name", None),
                   "error": "not implemented in onnx2tf" if op else str(e)}
     except BaseException as e:  # onnx2tf also ends with sys.exit(1) on some errors
-        text = str(e).strip().splitlines()
+        cause, kind = root_cause(str(e))[:400], type(e).__name__
         result = {"ok": False, "node": getattr(e, "onnx_op_name", None),
-                  "error": f"{type(e).__name__}: {text[0][:400]}" if text else type(e).__name__}
+                  "error": cause if cause.startswith(kind) else f"{kind}: {cause}" if cause else kind}
     Path(RESULT_FILE).write_text(json.dumps(result))
     return 0 if result["ok"] else 1
 
