@@ -123,3 +123,24 @@ def test_a_tensorflow_error_is_reported_by_its_cause_not_its_trace():
              "Add (op: AddV2) with input shapes: [1,40,40,2], [1,80,80,2].\n")
     assert root_cause(trace).startswith("ValueError: Dimensions must be equal, but are 40 and 80")
     assert root_cause("plain message") == "plain message"
+
+
+def test_a_model_with_external_weights_deploys_with_them(cli, tmp_path):
+    """The dynamo exporter's `model.onnx` + `model.onnx.data`: the weights travel with every copy."""
+    import contextlib
+    import io
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), dynamo=True).save(str(tmp_path / "ext.onnx"),
+                                                                                   external_data=True)
+    assert (tmp_path / "ext.onnx.data").exists()
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32))
+    out = tmp_path / "out"
+    r = cli("deploy", tmp_path / "ext.onnx", "--profile", "x86-onnxruntime-cpu", "--calib", tmp_path / "x.npy",
+            "--min-seconds", "0.2", "-o", out)
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "report.json").read_text())["results"]
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    assert (out / "ext.onnx.data").exists() and (out / "onnxruntime-fp32" / "reference.ort-opt.onnx.data").exists()
+    assert Artifact.load(out / "reference.onnx").size_bytes() > (out / "reference.onnx").stat().st_size

@@ -44,8 +44,16 @@ class Artifact:
         return self.path.with_name(self.path.name + ".json")
 
     def files(self) -> list[Path]:
-        """Every file the artifact consists of (IR has a .bin beside the .xml)."""
+        """Every file the artifact consists of (IR has a .bin beside the .xml, an ONNX may have its weights
+        in external data files)."""
         extra = [self.path.with_suffix(".bin")] if self.format == "openvino-ir" else []
+        if self.format == "onnx" and self.path.exists():
+            from edgekit.core.onnx_model import external_data_files
+
+            try:
+                extra = external_data_files(self.path)
+            except Exception:  # an unreadable model is reported where it is loaded, not here
+                extra = []
         return [self.path, *[p for p in extra if p.exists()]]
 
     def size_bytes(self) -> int:

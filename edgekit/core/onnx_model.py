@@ -42,6 +42,15 @@ def load_onnx(path: str | Path, load_external_data: bool = True) -> onnx.ModelPr
         ) from e
 
 
+def external_data_files(path: str | Path) -> list[Path]:
+    """The files beside an ONNX model that hold its weights (the dynamo exporter's `model.onnx.data`)."""
+    path = Path(path)
+    model = load_onnx(path, load_external_data=False)
+    names = {entry.value for init in model.graph.initializer
+             if init.data_location == onnx.TensorProto.EXTERNAL for entry in init.external_data if entry.key == "location"}
+    return [path.parent / name for name in sorted(names)]
+
+
 def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
     initializers = {i.name for i in model.graph.initializer}
     specs = []

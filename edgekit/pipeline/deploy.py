@@ -14,7 +14,7 @@ from edgekit.core.artifact import Artifact, file_sha256
 from edgekit.core.atomic import atomic_path
 from edgekit.core.errors import InvalidInputError, TargetUnavailableError
 from edgekit.core.hostinfo import environment
-from edgekit.core.onnx_model import describe_onnx
+from edgekit.core.onnx_model import describe_onnx, external_data_files
 from edgekit.core.profiles import Profile
 from edgekit.pipeline.arguments import as_data, resolve_inputs
 from edgekit.pipeline.deploy_builds import DeployBuilds
@@ -126,6 +126,9 @@ def prepare_reference(model_spec: str, options: DeployOptions, out_dir: Path) ->
         raise InvalidInputError(f"unsupported model '{model_spec}'", hint="give an .onnx file or a PyTorch model")
     info = describe_onnx(src)  # validates the file before anything is written
     if src.resolve() != target.resolve():
+        for data in external_data_files(src):  # the weights go with their model, under the names it reads
+            with atomic_path(out_dir / data.name) as tmp:
+                shutil.copyfile(data, tmp)
         with atomic_path(target) as tmp:
             shutil.copyfile(src, tmp)
     art = Artifact(target, "onnx", info.precision, None, info.inputs, info.outputs, {"from": str(src)})
