@@ -111,3 +111,29 @@ def test_bad_layouts_exit_2_with_one_line(cli, stateful, args, message):
             *extra, *args)
     assert r.exit_code == 2 and message in r.stderr, r.output
     assert "Traceback" not in r.output
+
+
+def test_an_image_folder_feeds_a_model_with_a_shared_second_input(cli, tmp_path):
+    """Detectors like RT-DETR take the image and its original size: the folder feeds one, --const the other."""
+    from PIL import Image
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["m"], axes=[2, 3], keepdims=0),
+         helper.make_node("Cast", ["orig_size"], ["size_f"], to=T.FLOAT),
+         helper.make_node("ReduceSum", ["size_f"], ["total"], keepdims=1),
+         helper.make_node("Mul", ["m", "total"], ["y"])],
+        "sized", [helper.make_tensor_value_info("images", T.FLOAT, [1, 3, 32, 32]),
+                  helper.make_tensor_value_info("orig_size", T.INT64, [1, 2])],
+        [helper.make_tensor_value_info("y", T.FLOAT, [1, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "sized.onnx"))
+    (tmp_path / "images").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+    r = cli("validate", tmp_path / "sized.onnx", "--reference", tmp_path / "sized.onnx", "--data", tmp_path / "images",
+            "--preprocess", "raw", "--const", "orig_size=640,480", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["accuracy"]["samples"] == 4
+    r = cli("validate", tmp_path / "sized.onnx", "--reference", tmp_path / "sized.onnx", "--data", tmp_path / "images",
+            "--const", "orig_size=640")
+    assert r.exit_code == 2 and "1 values for input 'orig_size' of shape 1x2" in r.stderr
