@@ -51,3 +51,18 @@ def test_bad_values_are_rejected(tmp_path: Path):
     f.write_text('[runtime\n')
     with pytest.raises(InvalidInputError, match="invalid TOML"):
         load_profile(str(f))
+    f.write_text('[runtime]\nthreads = -2\n')
+    with pytest.raises(InvalidInputError, match="runtime.threads = -2"):
+        load_profile(str(f))
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(cli, tiny_onnx, tiny_data, tmp_path):
+    import edgekit
+
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    r = cli("quantize", tiny_onnx, "--target", "onnxruntime", "--calib", tiny_data, "-o", taken)
+    assert r.exit_code == 2 and "is a file" in r.output
+    with pytest.raises(InvalidInputError, match="is an existing file"):
+        edgekit.deploy(tiny_onnx, profiles=["x86-onnxruntime-cpu"], calib=tiny_data, output=str(taken))
+    assert taken.read_text() == "not a folder" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

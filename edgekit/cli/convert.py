@@ -14,7 +14,7 @@ from edgekit.cli.options import data_options, device_options, input_option, json
 @click.argument("model")
 @click.option("--weights", type=click.Path(), help="State dict (.safetensors, .pt/.pth).")
 @input_option
-@click.option("-o", "--output", type=click.Path(), required=True, help="ONNX file to write.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="ONNX file to write.")
 @click.option("--static", is_flag=True, help="Keep the batch axis static.")
 @click.option("--opset", type=int, help="ONNX opset (default: the exporter's).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
@@ -59,7 +59,7 @@ def _print_exported(art) -> None:
 @input_option
 @data_options
 @task_options
-@click.option("-o", "--output", type=click.Path(), required=True, help="Output folder.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @json_output
 def quantize(model, as_json, **options):
     """Int8 post-training quantization with the target's native quantizer."""
@@ -90,7 +90,7 @@ def _print_quantized(result) -> None:
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("--ort-format", is_flag=True, help="onnxruntime: write the .ort format.")
 @input_option
-@click.option("-o", "--output", type=click.Path(), required=True, help="Output folder.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @device_options
 @json_output
 def compile_cmd(model, as_json, **options):

@@ -41,7 +41,7 @@ from edgekit.cli.options import (
 @input_option
 @data_options
 @task_options
-@click.option("-o", "--output", type=click.Path(), help="Output folder.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Output folder.")
 @device_options
 @json_output
 def deploy(model, as_json, **options):
@@ -55,7 +55,7 @@ def deploy(model, as_json, **options):
 
 
 @click.command()
-@click.option("-o", "--output", "out_dir", type=click.Path(), default="edgekit-demo", show_default=True)
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default="edgekit-demo", show_default=True)
 @click.option("--min-seconds", type=float, default=2.0, show_default=True, help="Benchmark duration per row.")
 @json_output
 def demo(out_dir, min_seconds, as_json):

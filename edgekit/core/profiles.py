@@ -147,6 +147,9 @@ def profile_from_dict(data: dict, source: str, default_name: str = "") -> Profil
         raise InvalidInputError(
             f"runtime.precision = '{profile.runtime.precision}' in {source}", hint=f"one of {', '.join(PRECISIONS)}"
         )
+    if profile.runtime.threads is not None and profile.runtime.threads < 1:
+        raise InvalidInputError(f"runtime.threads = {profile.runtime.threads} in {source}",
+                                hint="a positive thread count, or leave it out for the runtime's default")
     return profile
 
 

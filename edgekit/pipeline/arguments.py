@@ -49,6 +49,14 @@ def as_model_spec(model) -> str | None:
     return None if model is None else str(model)
 
 
+def as_output_folder(path) -> Path:
+    """The output folder, refused when a file already has its name (before any work)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"output folder '{out}' is an existing file", hint="give a folder path with -o")
+    return out
+
+
 def as_artifact(model) -> Artifact:
     return model if isinstance(model, Artifact) else Artifact.load(model)
 

@@ -4,13 +4,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from edgekit.backends.base import CompileOptions
 from edgekit.backends.registry import get_backend
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import InvalidInputError
-from edgekit.pipeline.arguments import DeviceOptions, as_profile, as_specs, check_choice, load_source, merge_inputs
+from edgekit.pipeline.arguments import (
+    DeviceOptions,
+    as_output_folder,
+    as_profile,
+    as_specs,
+    check_choice,
+    load_source,
+    merge_inputs,
+)
 from edgekit.stages.normalize import normalized_source
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -55,7 +62,7 @@ def compile_model(model, request: CompileRequest) -> ArtifactResult:
                                 hint="engines are not portable: build on each device model with its own -o folder")
     if not device.given:
         backend.check_available()  # before any file is written (a device checks its own)
-    specs, out = as_specs(request.inputs), Path(request.output)
+    specs, out = as_specs(request.inputs), as_output_folder(request.output)
     extra = dict(prof.runtime.options) if prof else {}
     if request.ort_format:
         extra["ort_format"] = True

@@ -16,7 +16,7 @@ from edgekit.core.errors import InvalidInputError, TargetUnavailableError
 from edgekit.core.hostinfo import environment
 from edgekit.core.onnx_model import describe_onnx, external_data_files
 from edgekit.core.profiles import Profile
-from edgekit.pipeline.arguments import as_data, resolve_inputs
+from edgekit.pipeline.arguments import as_data, as_output_folder, resolve_inputs
 from edgekit.pipeline.deploy_builds import DeployBuilds
 from edgekit.pipeline.deploy_rows import profile_rows
 from edgekit.pipeline.deploy_run import DeployOptions, DeployRun
@@ -45,7 +45,7 @@ def deploy(model_spec: str, options: DeployOptions) -> DeployResult:
         from edgekit.stages.prune.run import reject_onnx
 
         reject_onnx(model_spec)  # before any work: pruning needs the PyTorch model
-    out_dir = Path(options.out_dir)
+    out_dir = as_output_folder(options.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     profiles = [p if isinstance(p, Profile) else load_profile(p) for p in options.profiles]  # fail before any work
     reference = prepare_reference(model_spec, options, out_dir)

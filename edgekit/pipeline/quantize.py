@@ -14,6 +14,7 @@ from edgekit.pipeline.arguments import (
     DataOptions,
     TaskOptions,
     as_data,
+    as_output_folder,
     as_preprocess,
     as_profile,
     as_specs,
@@ -83,7 +84,7 @@ def quantize(model, request: QuantizeRequest) -> QuantizeResult:
         flag = "--val" if r.val is not None else "--accuracy-budget"
         raise InvalidInputError(f"{flag} needs an FP32 ONNX reference for a non-ONNX model",
                                 hint="pass --reference model.onnx (edgekit export writes one)")
-    given, out, preprocess = as_specs(r.inputs), Path(r.output), as_preprocess(r.preprocess)
+    given, out, preprocess = as_specs(r.inputs), as_output_folder(r.output), as_preprocess(r.preprocess)
     source = load_source(model, given, out)
     specs = merge_inputs(source.inputs, given)
     data = as_data(r.calib, specs, preprocess, r.labels, consts=r.consts)
