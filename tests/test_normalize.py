@@ -144,3 +144,27 @@ def test_a_model_with_external_weights_deploys_with_them(cli, tmp_path):
     assert [row["status"] for row in rows] == ["ok", "ok"]
     assert (out / "ext.onnx.data").exists() and (out / "onnxruntime-fp32" / "reference.ort-opt.onnx.data").exists()
     assert Artifact.load(out / "reference.onnx").size_bytes() > (out / "reference.onnx").stat().st_size
+
+
+def test_a_custom_op_or_a_broken_graph_is_refused_before_calibration(cli, tmp_path):
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    def save(name, nodes, extra_opsets=()):
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", T.FLOAT, [1, 8])],
+                                  [helper.make_tensor_value_info("y", T.FLOAT, [1, 8])])
+        opsets = [helper.make_opsetid("", 17), *extra_opsets]
+        onnx.save(helper.make_model(graph, opset_imports=opsets), str(tmp_path / f"{name}.onnx"))
+        return tmp_path / f"{name}.onnx"
+
+    custom = save("custom", [helper.make_node("Relu", ["x"], ["r"]),
+                             helper.make_node("MyOp", ["r"], ["y"], domain="my.ops", name="custom1")],
+                  [helper.make_opsetid("my.ops", 1)])
+    dangling = save("dangling", [helper.make_node("Relu", ["nothere"], ["y"])])
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32))
+    for model, message in ((custom, "node 'custom1' is op MyOp of domain 'my.ops'"),
+                           (dangling, "is not a valid ONNX graph")):
+        out = tmp_path / f"out-{model.stem}"
+        r = cli("quantize", model, "--target", "onnxruntime", "--calib", tmp_path / "x.npy", "-o", out)
+        assert r.exit_code == 2 and message in r.stderr, r.output
+        assert not out.exists() or not any(out.rglob("*"))

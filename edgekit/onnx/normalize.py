@@ -24,6 +24,7 @@ from edgekit.core.onnx_model import load_onnx
 from edgekit.core.tensors import TensorSpec
 
 MIN_OPSET = 13
+KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")  # ONNX, ONNX-ML, ONNX Runtime's fused ops
 CHECK_RTOL = 1e-3  # relative to the output's range: float reassociation after folding, not a real change
 
 
@@ -42,6 +43,7 @@ def normalize_onnx(src: Path, out_dir: Path, specs: list[TensorSpec], feed: dict
     real sample, whose shapes fix the dynamic axes other than each input's batch axis."""
     src = Path(src)
     model = load_onnx(src)
+    check_graph(model, src)
     changes: dict = {}
     opset = default_opset(model)
     if opset < MIN_OPSET:
@@ -68,6 +70,25 @@ def normalize_onnx(src: Path, out_dir: Path, specs: list[TensorSpec], feed: dict
     out.unlink(missing_ok=True)
     raise BackendError(f"{src.name}: the normalised model's outputs differ from the original's "
                        f"(max relative error {error:.3g})", hint="give the model's real input shapes with --input")
+
+
+def check_graph(model: onnx.ModelProto, src: Path) -> None:
+    """What would otherwise fail minutes later, inside a calibration: an invalid graph, an opset newer
+    than the installed onnx knows, an op of a domain no target here implements."""
+    newest = onnx.defs.onnx_opset_version()
+    if default_opset(model) > newest:
+        raise InvalidInputError(f"{src.name} uses opset {default_opset(model)}; the installed onnx knows up to {newest}",
+                                hint="re-export at a lower opset, or upgrade onnx")
+    for node in model.graph.node:
+        if node.domain not in KNOWN_DOMAINS:
+            raise InvalidInputError(f"{src.name}: node '{node.name or node.output[0]}' is op {node.op_type} of domain "
+                                    f"'{node.domain}', which no target here implements",
+                                    hint="replace the custom op in the export, or register it with the runtime")
+    try:
+        if model.ByteSize() < 1_800_000_000:  # larger models are checked by their loaders
+            onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        raise InvalidInputError(f"{src.name} is not a valid ONNX graph: {first_line(e, 200)}") from e
 
 
 def default_opset(model: onnx.ModelProto) -> int:
