@@ -26,6 +26,16 @@ if TYPE_CHECKING:
     from edgekit.pipeline.quantize import QuantizeResult
     from edgekit.report.gate import CheckResult
 
+def _check_paths(model, options: dict, data_options: tuple[str, ...]) -> None:
+    """The named files exist: answered before any heavy import (edgekit.core.paths)."""
+    from edgekit.core.paths import check_data_path, check_model_path
+
+    check_model_path(model)
+    for name in data_options:
+        if options.get(name) is not None:
+            check_data_path(options[name], "--" + name)
+
+
 __all__ = ["bench", "check", "compile", "deploy", "export", "prune", "quantize", "validate"]
 
 
@@ -33,6 +43,7 @@ def export(model, *, output, inputs=(), weights=None, static=False, opset=None, 
            trust_pickle=False) -> Artifact:
     """`edgekit export`: a PyTorch model (file.py:factory, pkg.module:factory, .pt2, TorchScript, or a
     torch.nn.Module itself) to ONNX at `output`, outputs compared with PyTorch."""
+    _check_paths(model, {}, ())
     from edgekit.core.torch_model import load_torch_model
     from edgekit.pipeline.arguments import as_specs
     from edgekit.stages.export import ExportOptions, export_onnx
@@ -61,6 +72,7 @@ def quantize(model, **options) -> QuantizeResult:
     profile, calib, val, reference, method, per_tensor, max_samples, precision, exclude, int8_io,
     accuracy_budget, search_time, max_float_layers, inputs, preprocess, labels, task, masks, output).
     `.exit_code` is 1 when an accuracy budget was missed (the most accurate int8 found is kept)."""
+    _check_paths(model, options, ("calib", "val", "reference"))
     from edgekit.pipeline.arguments import keyword_options
     from edgekit.pipeline.quantize import QuantizeRequest
     from edgekit.pipeline.quantize import quantize as run
@@ -72,6 +84,7 @@ def compile(model, **options) -> ArtifactResult:
     """`edgekit compile`: the target's deployable file; options as CompileRequest (target, profile,
     precision, ort_format, inputs, output, and devices/devices_file/accept_new_host_key/device_timeout
     to build a TensorRT engine on the device)."""
+    _check_paths(model, options, ())
     from edgekit.pipeline.arguments import keyword_options
     from edgekit.pipeline.compile import CompileRequest, compile_model
 
@@ -83,6 +96,7 @@ def validate(artifact, **options) -> ValidateResult:
     threads, limit, accuracy_budget, min_agreement, min_cosine, min_task_metric, min_output_cosine, inputs,
     preprocess, labels, task, masks, and the device options). `task`: classify | detect | segment | embed | generic | pkg.mod:fn (default: guessed).
     `.exit_code` is 1 when a budget was missed."""
+    _check_paths(artifact, options, ("reference", "data"))
     from edgekit.pipeline.arguments import keyword_options
     from edgekit.pipeline.measure import ValidateRequest
     from edgekit.pipeline.measure import validate as run
@@ -93,6 +107,7 @@ def validate(artifact, **options) -> ValidateResult:
 def bench(artifact, **options) -> BenchResult:
     """`edgekit bench`: latency percentiles; options as BenchRequest (profile, threads, warmup, min_runs,
     min_seconds, inputs, and the device options)."""
+    _check_paths(artifact, options, ())
     from edgekit.pipeline.arguments import keyword_options
     from edgekit.pipeline.measure import BenchRequest
     from edgekit.pipeline.measure import bench as run
@@ -106,6 +121,7 @@ def deploy(model=None, **options) -> DeployResult:
     accuracy_budget, search_time, method, weights, trust_pickle, min_seconds, prune, require_engine,
     inputs, preprocess, labels, task, masks, output, and the device options). With `config` (an edgekit.toml),
     the options given here win over the file's. `.exit_code` is the command's."""
+    _check_paths(model, options, ("calib", "val"))
     from edgekit.pipeline.arguments import keyword_options
     from edgekit.pipeline.deploy_request import DeployRequest, deploy_request
 

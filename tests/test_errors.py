@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 EDGEKIT = [sys.executable, "-m", "edgekit.cli.main"]
 
@@ -139,5 +140,23 @@ def test_missing_runtime_is_exit_3_with_install_hint(tiny_onnx, tmp_path):
     assert r.returncode == 3, r.stderr
     _no_traceback(r.stderr)
     assert "pip install 'edgekit[openvino]'" in r.stderr
-    r = _run_blocked(code, "export", "models.py:tiny_cnn", "--input", "input:1x3x8x8", "-o", tmp_path / "m.onnx")
+    factory = f"{Path(__file__).parent / 'models.py'}:tiny_cnn"  # an existing file: torch is what is missing
+    r = _run_blocked(code, "export", factory, "--input", "input:1x3x8x8", "-o", tmp_path / "m.onnx")
     assert r.returncode == 3 and "torch" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("quantize", "nosuch.onnx", "--target", "onnxruntime", "--calib", "x.npy", "-o", "out"),
+    ("export", "nosuch.py:make", "--input", "x:1x3x8x8", "-o", "m.onnx"),
+    ("deploy", "nosuch.onnx", "--profile", "x86-onnxruntime-cpu", "-o", "out"),
+    ("validate", "nosuch.onnx", "--reference", "nosuch.onnx", "--data", "x.npy"),
+])
+def test_a_missing_file_is_answered_before_any_heavy_import(args, tmp_path):
+    """Checked with stdlib only: onnx, numpy's runtimes and torch are never imported for a typo."""
+    script = ("import sys\nfrom edgekit.cli.main import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+              "    heavy = sorted(m for m in ('onnx', 'onnxruntime', 'torch', 'openvino') if m in sys.modules)\n"
+              "    print('heavy=' + ','.join(heavy), file=sys.stderr)\n    raise\n")
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "not found" in r.stderr, r.stderr
+    assert "heavy=\n" in r.stderr or r.stderr.rstrip().endswith("heavy="), r.stderr
+    assert not any(tmp_path.iterdir())

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from edgekit.core.artifact import Artifact
 from edgekit.core.console import note
-from edgekit.core.onnx_model import graph_inputs, load_onnx
 from edgekit.core.tensors import TensorSpec
 
 
 def normalized_source(source: Artifact, out_dir: Path, specs: list[TensorSpec], data=None) -> Artifact:
     """`source` itself when it is not an FP32 ONNX or needs nothing; else `OUT/normalized/<name>.onnx`."""
+    from edgekit.core.onnx_model import graph_inputs, load_onnx
     from edgekit.onnx.normalize import normalize_onnx
 
     if source.format != "onnx" or source.precision != "fp32":
