@@ -168,3 +168,25 @@ def test_a_custom_op_or_a_broken_graph_is_refused_before_calibration(cli, tmp_pa
         r = cli("quantize", model, "--target", "onnxruntime", "--calib", tmp_path / "x.npy", "-o", out)
         assert r.exit_code == 2 and message in r.stderr, r.output
         assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_onnx_runtime_preprocessing_leaves_nothing_in_the_current_directory(tmp_path, monkeypatch):
+    """ORT's symbolic shape inference saves `sym_shape_infer_temp.onnx` into the current directory when it
+    gives up (here on a custom op); edgekit runs it inside its private folder."""
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    from edgekit.backends.onnxruntime import preprocess_for_quantization
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MyOp", ["r"], ["y"], domain="my.ops")],
+                              "custom", [helper.make_tensor_value_info("x", T.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 8])])
+    model = tmp_path / "custom.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)]),
+              str(model))
+    user, private = tmp_path / "user", tmp_path / "private"
+    user.mkdir(), private.mkdir()
+    monkeypatch.chdir(user)
+    preprocess_for_quantization(model, private / "prepared.onnx")
+    assert list(user.iterdir()) == [] and (private / "prepared.onnx").exists()
+    assert Path.cwd() == user

@@ -182,7 +182,7 @@ def qdq_onnx(task: SensitivityTask) -> Path:
     from edgekit.backends.registry import get_backend  # resolved at run time: registry names every target
 
     quant = task.quant
-    same = {k: quant.extra[k] for k in ("smooth_quant", "bias_correction") if k in quant.extra}
+    same = {k: quant.extra[k] for k in ("smooth_quant", "bias_correction", "mixed_range_float") if k in quant.extra}
     proxy_quant = QuantOptions(method=quant.method, per_channel=quant.per_channel, max_samples=quant.max_samples,
                                exclude=(), extra=same)
     return get_backend("onnxruntime").quantize(task.reference, task.calib, proxy_quant, task.work / "proxy").path

@@ -70,10 +70,12 @@ def quantize(model, as_json, **options):
 
 def _print_quantized(result) -> None:
     from edgekit.core.console import accuracy_rows, print_kv
+    from edgekit.onnx.mixed_range import OPTION, describe
 
     art = result.artifact
     rows = [("wrote", str(art.path)), ("size", f"{art.size_bytes() / 1e6:.2f} MB")]
-    rows += [(k, str(v)) for k, v in art.provenance.items() if k not in ("excluded_nodes", "accuracy_search")]
+    rows += [(k, describe(v) if k == OPTION else str(v)) for k, v in art.provenance.items()
+             if k not in ("excluded_nodes", "accuracy_search")]
     if result.accuracy is not None:
         rows += accuracy_rows(result.accuracy)
     print_kv(rows)

@@ -105,12 +105,13 @@ class DataSource:
         if not self.path.exists():
             raise InvalidInputError(f"data not found: {self.path}")
         read = [s for s in inputs if s.name not in self.consts]
+        where = self.path.resolve()  # read from here even when a library changes the current directory
         if self.path.is_dir():
-            self._reader = _ImageFolder(self.path, read, preprocess, labels)
+            self._reader = _ImageFolder(where, read, preprocess, labels)
         elif self.path.suffix == ".npy":
-            self._reader = NpyReader(self.path, read)
+            self._reader = NpyReader(where, read)
         elif self.path.suffix == ".npz":
-            self._reader = NpzReader(self.path, read)
+            self._reader = NpzReader(where, read)
         else:
             raise InvalidInputError(
                 f"unsupported data source {self.path}", hint="use a .npy, an .npz or a folder of images"

@@ -4,6 +4,7 @@ their subgraphs, so a target that quantizes the main graph only can say what sta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import onnx
 
@@ -47,3 +48,24 @@ def _compute(graph: onnx.GraphProto) -> int:
         count += sum(_compute(a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
         count += sum(_compute(g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs)
     return count
+
+
+def quantized_compute(model: onnx.ModelProto) -> int:
+    """Main-graph Conv/Gemm/MatMul ops that read a DequantizeLinear: what a QDQ int8 really quantized."""
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return sum(1 for n in model.graph.node if n.op_type in COMPUTE_OPS and any(i in dequantized for i in n.input))
+
+
+def main_graph_only_note(float_model: Path, int8_model: Path, target: str) -> dict:
+    """For a target whose int8 does not enter subgraphs: {"control_flow": ...} for the sidecar (empty without
+    control flow), and one line saying what stayed float."""
+    from edgekit.core.console import note
+    from edgekit.core.onnx_model import load_onnx
+
+    flow = control_flow(load_onnx(float_model, load_external_data=False))
+    if not flow:
+        return {}
+    done = quantized_compute(load_onnx(int8_model, load_external_data=False))
+    note(f"{target}: {flow.describe()}; its int8 does not enter subgraphs, so they stay float"
+         + ("; nothing was quantized" if done == 0 else f" ({done} quantized outside them)"))
+    return {"control_flow": {**flow.to_dict(), "quantized_compute": done}}

@@ -18,7 +18,7 @@ from edgekit.pipeline.arguments import (
     load_source,
     merge_inputs,
 )
-from edgekit.stages.normalize import normalized_source
+from edgekit.stages.normalize import normalized_source, removed_on_failure
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -66,6 +66,7 @@ def compile_model(model, request: CompileRequest) -> ArtifactResult:
     extra = dict(prof.runtime.options) if prof else {}
     if request.ort_format:
         extra["ort_format"] = True
-    source = load_source(model, specs, out)
-    source = normalized_source(source, out, merge_inputs(source.inputs, specs))  # opset >= 13, --input shapes fixed
-    return ArtifactResult(places[0].compile(backend, source, prof, out, CompileOptions(request.precision, specs, extra)))
+    original = load_source(model, specs, out)
+    source = normalized_source(original, out, merge_inputs(original.inputs, specs))  # opset >= 13, --input shapes fixed
+    with removed_on_failure(source, original):
+        return ArtifactResult(places[0].compile(backend, source, prof, out, CompileOptions(request.precision, specs, extra)))

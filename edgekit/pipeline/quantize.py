@@ -71,7 +71,7 @@ class QuantizeResult(ArtifactResult):
 
 
 def quantize(model, request: QuantizeRequest) -> QuantizeResult:
-    from edgekit.stages.normalize import normalized_source
+    from edgekit.stages.normalize import normalized_source, removed_on_failure
     from edgekit.stages.validate import validate_artifact
 
     r = request
@@ -88,27 +88,28 @@ def quantize(model, request: QuantizeRequest) -> QuantizeResult:
     source = load_source(model, given, out)
     specs = merge_inputs(source.inputs, given)
     data = as_data(r.calib, specs, preprocess, r.labels, consts=r.consts)
-    normalized = normalized_source(source, out, specs, data)  # opset >= 13, shapes fixed from the data
+    original, normalized = source, normalized_source(source, out, specs, data)  # opset >= 13, shapes fixed from the data
     if normalized is not source:  # the data is read for the shapes the targets now see
         source, specs = normalized, merge_inputs(normalized.inputs, given)
         data = as_data(r.calib, specs, preprocess, r.labels, consts=r.consts)
-    opts = QuantOptions(method=r.method, per_channel=not r.per_tensor, max_samples=r.max_samples,
-                        exclude=tuple(r.exclude),
-                        extra={**(prof.runtime.options if prof else {}), **({"int8_io": True} if r.int8_io else {})})
-    if r.precision == "fp16":
-        art = backend.fp16_onnx(source, out, data)
-    elif r.accuracy_budget is not None or profile_budgets(prof, source):  # searched until it meets the budget
-        check = as_data(r.val if r.val is not None else r.calib, specs, preprocess, r.labels,
-                        consts=r.consts)
-        art = searched_int8(backend, source, (data, check, choice), opts, r, prof, reference)
-    else:
-        art = backend.quantize(source, data, opts, out)
-    if "normalized" in source.provenance:  # what was changed before the target saw the model
-        art = replace(art, provenance={**art.provenance, "normalized": source.provenance["normalized"]}).save_sidecar()
-    accuracy = None
-    if r.val is not None:
-        accuracy = validate_artifact(art, reference, as_data(r.val, specs, preprocess, r.labels, consts=r.consts),
-                                    task=choice)
+    with removed_on_failure(source, original):  # a failed command keeps no normalised model
+        opts = QuantOptions(method=r.method, per_channel=not r.per_tensor, max_samples=r.max_samples,
+                            exclude=tuple(r.exclude),
+                            extra={**(prof.runtime.options if prof else {}), **({"int8_io": True} if r.int8_io else {})})
+        if r.precision == "fp16":
+            art = backend.fp16_onnx(source, out, data)
+        elif r.accuracy_budget is not None or profile_budgets(prof, source):  # searched until it meets the budget
+            check = as_data(r.val if r.val is not None else r.calib, specs, preprocess, r.labels,
+                            consts=r.consts)
+            art = searched_int8(backend, source, (data, check, choice), opts, r, prof, reference)
+        else:
+            art = backend.quantize(source, data, opts, out)
+        if "normalized" in source.provenance:  # what was changed before the target saw the model
+            art = replace(art, provenance={**art.provenance, "normalized": source.provenance["normalized"]}).save_sidecar()
+        accuracy = None
+        if r.val is not None:
+            accuracy = validate_artifact(art, reference, as_data(r.val, specs, preprocess, r.labels, consts=r.consts),
+                                        task=choice)
     return QuantizeResult(art, accuracy)
 
 

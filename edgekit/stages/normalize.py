@@ -3,6 +3,7 @@ what was changed: the opset upgrade, the axes fixed from the data, the simplific
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +30,20 @@ def normalized_source(source: Artifact, out_dir: Path, specs: list[TensorSpec], 
     return art.save_sidecar()
 
 
+@contextlib.contextmanager
+def removed_on_failure(art: Artifact, source: Artifact):
+    """The normalised model stays only when the command that made it succeeds."""
+    try:
+        yield
+    except BaseException:
+        if art is not source:
+            for path in (*art.files(), art.sidecar_path):
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                art.path.parent.rmdir()
+        raise
+
+
 def resolved(model_inputs: list[TensorSpec], specs: list[TensorSpec]) -> list[TensorSpec]:
     """The normalised model's inputs, each keeping the batch axis the command was given."""
     axes = {s.name: s.batch_axis for s in specs}
@@ -43,6 +58,6 @@ def describe(changes: dict) -> str:
         parts.append(f"{name} fixed at " + "x".join("?" if d is None else str(d) for d in dims))
     if changes.get("simplified"):
         parts.append("simplified with onnxslim")
-    if "check" in changes:
+    if "max_rel_err" in changes.get("check", {}):
         parts.append(f"outputs match the original (max rel err {changes['check']['max_rel_err']:.1e})")
     return ", ".join(parts)

@@ -34,6 +34,7 @@ from edgekit.core.atomic import atomic_path
 from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError
 from edgekit.core.hostinfo import package_version
 from edgekit.core.onnx_model import graph_inputs, load_onnx
+from edgekit.onnx.mixed_range import announce, detect_for_quantization, float_node_names
 
 RUNNER_OPTIONS = ("cuda_graph", "timing_cache_dir")
 OPTION_KEYS = tuple(sorted({f.name for f in fields(QdqSettings)} - {"method", "per_channel", "max_samples", "exclude"}
@@ -93,7 +94,8 @@ class TensorRtBackend(Backend):
             model = load_onnx(prepared)
             if name_unnamed_nodes(model):
                 onnx.save(model, str(prepared))
-            placement = plan_placement(model, settings)
+            mixed, mixed_info = detect_for_quantization(prepared, calib, {"mixed_range_float": settings.mixed_range_float})
+            placement = plan_placement(model, settings, frozenset(float_node_names(mixed)))
             with atomic_path(out) as tmp_out:
                 used, note, samples = _run_quantizer(settings, placement, prepared, tmp_out, calib, Path(tmp))
                 summary = summarize_qdq(onnx.load(str(tmp_out)))
@@ -112,11 +114,12 @@ class TensorRtBackend(Backend):
             "activations": "int8 symmetric, per tensor",
             "weights": "int8 symmetric, " + ("per channel" if settings.per_channel else "per tensor"),
             "high_precision": settings.high_precision, "excluded_nodes": placement.excluded,
-            "qdq": summary.to_dict(), **smoothing, **correction,
+            "qdq": summary.to_dict(), **mixed_info, **smoothing, **correction,
         }
         if "sparsity" in source.provenance:  # 2:4 weights survive Q/DQ; the engine build reads this
             provenance["sparsity"] = source.provenance["sparsity"]
         art = Artifact(out, "onnx", "int8", self.name, source.inputs, source.outputs, provenance)
+        announce(mixed, self.name)
         return art.save_sidecar()
 
     # --- engine ----------------------------------------------------------------------------

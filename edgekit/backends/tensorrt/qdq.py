@@ -27,12 +27,14 @@ import onnx
 from onnx import numpy_helper
 
 from edgekit.core.errors import BackendError, InvalidInputError
+from edgekit.onnx.control_flow import control_flow
 
 # ops TensorRT runs in int8 when their inputs are dequantized
 TRT_INT8_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 QUANTIZERS = ("auto", "modelopt", "onnxruntime")
 HIGH_PRECISIONS = ("fp32", "fp16")
 METHODS = ("minmax", "entropy", "percentile")
+MIXED_RANGE = "inputs of mixed ranges, kept float (mixed_range_float)"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class QdqSettings:
     keep: tuple[str, ...] = ()  # node names/op types kept in float, from the profile
     smooth_quant: float | bool | None = None  # SmoothQuant alpha for LayerNorm -> MatMul (edgekit.onnx.smoothquant)
     bias_correction: bool = True  # float biases minus int8 weights' mean output shift (edgekit.onnx.bias_correction)
+    mixed_range_float: bool = True  # ops whose inputs differ > 32x in range get no Q/DQ (edgekit.onnx.mixed_range)
 
     @classmethod
     def from_options(cls, options, extra: dict) -> "QdqSettings":
@@ -77,7 +80,7 @@ class QdqSettings:
         from edgekit.onnx.smoothquant import smooth_alpha
 
         smooth_alpha({"smooth_quant": self.smooth_quant})  # refuses an alpha outside (0, 1]
-        for name in ("quantize_depthwise", "residual_add", "bias_correction"):
+        for name in ("quantize_depthwise", "residual_add", "bias_correction", "mixed_range_float"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidInputError(f"tensorrt option {name} must be true or false")
 
@@ -92,15 +95,17 @@ class Placement:
     excluded: dict[str, str] = field(default_factory=dict)  # node name -> reason
 
 
-def plan_placement(model: onnx.ModelProto, settings: QdqSettings) -> Placement:
-    """The TensorRT placement for a float ONNX graph (pure: reads the graph, changes nothing)."""
+def plan_placement(model: onnx.ModelProto, settings: QdqSettings, keep_float: frozenset[str] = frozenset()) -> Placement:
+    """The TensorRT placement for a float ONNX graph (pure: reads the graph, changes nothing). `keep_float`:
+    mixed-range nodes and their readers (edgekit.onnx.mixed_range), which get no Q/DQ on their inputs."""
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     user_excluded = match_nodes(model, settings.exclude + settings.keep)
-    excluded: dict[str, str] = {}
+    excluded: dict[str, str] = {n.name: MIXED_RANGE for n in graph.node
+                                if n.name in keep_float and n.name not in user_excluded}
     chosen: list[str] = []
     for node in graph.node:
-        if node.op_type not in TRT_INT8_OPS:
+        if node.op_type not in TRT_INT8_OPS or node.name in keep_float:
             continue
         if node.name in user_excluded:
             excluded[node.name] = "excluded by the user"
@@ -113,7 +118,7 @@ def plan_placement(model: onnx.ModelProto, settings: QdqSettings) -> Placement:
         producers = {out: n for n in graph.node for out in n.output}
         quantized = set(chosen)
         for node in graph.node:
-            if node.op_type != "Add" or node.name in user_excluded or len(node.input) != 2:
+            if node.op_type != "Add" or node.name in user_excluded or node.name in keep_float or len(node.input) != 2:
                 continue
             if any(i in initializers for i in node.input):
                 continue  # a bias add, not a skip connection
@@ -123,6 +128,10 @@ def plan_placement(model: onnx.ModelProto, settings: QdqSettings) -> Placement:
                 chosen.append(node.name)
                 float_inputs.append((node.name, from_conv[0]))
     if not chosen:
+        flow = control_flow(model)
+        if flow.compute_inside:
+            raise BackendError(f"tensorrt: {flow.describe()}, and its Q/DQ placement covers the main graph only",
+                               hint="use --target onnxruntime or openvino, or export without data-dependent branches")
         raise InvalidInputError("nothing to quantize for TensorRT: no Conv/ConvTranspose/Gemm/MatMul left in int8",
                                 hint="check --exclude; TensorRT int8 needs at least one of these ops")
     return Placement(tuple(chosen), tuple(float_inputs), excluded)

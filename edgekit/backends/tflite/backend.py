@@ -23,6 +23,7 @@ from edgekit.core.atomic import atomic_path
 from edgekit.core.errors import InvalidInputError
 from edgekit.core.hostinfo import package_version
 from edgekit.core.tensors import TensorSpec
+from edgekit.onnx.mixed_range import mixed_range_enabled
 from edgekit.onnx.sensitivity import LayerError
 
 PACKAGES = ("ai-edge-litert", "litert-torch", "ai-edge-quantizer", "onnx2tf", "tensorflow", "tflite-runtime")
@@ -97,12 +98,14 @@ class TfliteBackend(Backend):
         if options.method != "minmax":
             raise InvalidInputError(f"the tflite target calibrates with minmax, not {options.method}",
                                     hint="drop --method or use --method minmax")
+        mixed_range = mixed_range_enabled(options.extra)  # a bad value fails before the conversion
         float_model, inputs, outputs, io, provenance = self._float_source(source, calib)
         settings = Int8Settings(
             per_channel=options.per_channel, int8_io=bool(options.extra.get("int8_io", False)),
             exclude=tuple(options.exclude), bias_correction=bool(options.extra.get("bias_correction", True)),
             max_samples=options.max_samples,
             refuse_constant_output=bool(options.extra.get(REFUSE_CONSTANT_OUTPUT, True)),
+            mixed_range_float=mixed_range,
         )
 
         dtypes = {name: d["dtype"] for name, d in signature_inputs(float_model).items()}

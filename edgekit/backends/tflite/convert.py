@@ -24,7 +24,7 @@ from edgekit.backends.tflite.runner import (
     quiet_native_logs,
 )
 from edgekit.core.artifact import Artifact
-from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError
+from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError, first_line
 from edgekit.core.hostinfo import package_version
 from edgekit.core.progress import status
 from edgekit.core.tensors import TensorSpec, random_feed
@@ -158,8 +158,13 @@ def _from_onnx(source: Artifact, specs: list[TensorSpec], sample_feeds: list[dic
 
     session = ort_session(source.path)
     names = [o.name for o in session.get_outputs()]
-    feed = random_feed(specs, seed=3)
-    expected = dict(zip(names, session.run(names, feed)))
+    # a real sample (with any --const inputs) takes the branches the data takes; random values may not
+    feed = {s.name: sample_feeds[0][s.name] for s in specs} if sample_feeds else random_feed(specs, seed=3)
+    try:
+        expected = dict(zip(names, session.run(names, feed)))
+    except Exception as e:
+        raise BackendError(f"{source.path.name} does not run in ONNX Runtime on the conversion sample: "
+                           f"{first_line(e, 300)}", hint="check --input shapes and --const values") from e
     with status("converting to .tflite with onnx2tf"):
         model = convert_onnx(source.path, {s.name: s.shape for s in specs}, sample_images(specs, sample_feeds))
     interp = load_interpreter(model)

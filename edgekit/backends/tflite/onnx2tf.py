@@ -52,7 +52,7 @@ def convert_onnx(onnx_path: Path, shapes: dict[str, tuple[int, ...]], sample_ima
         work = Path(tmp)
         np.save(work / SAMPLE_FILE, np.ascontiguousarray(sample_images, dtype=np.float32))
         request = {
-            "onnx": str(simplified(Path(onnx_path), work)), "out": "out",
+            "onnx": str(simplified(Path(onnx_path), work, shapes)), "out": "out",
             "shapes": [f"{name}:{','.join(map(str, dims))}" for name, dims in shapes.items()],
         }
         (work / "request.json").write_text(json.dumps(request))
@@ -115,18 +115,23 @@ def _last_error_line(log_path: Path) -> str | None:
     return errors[-1].strip()[:400] if errors else None
 
 
-def simplified(onnx_path: Path, work: Path) -> Path:
-    """onnxslim's graph in the private folder (onnx2tf reads shape arithmetic poorly), else the original."""
+def simplified(onnx_path: Path, work: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
+    """onnxslim's graph at the conversion's static shapes (batch included), in the private folder: onnx2tf
+    reads shape arithmetic and symbolic dims poorly. The original when onnxslim cannot."""
     import onnx
 
     from edgekit.onnx.normalize import slimmed
 
     try:
         model = onnx.load(str(onnx_path))
+        for vi in model.graph.input:
+            if vi.name in shapes and len(shapes[vi.name]) == len(vi.type.tensor_type.shape.dim):
+                for dim, size in zip(vi.type.tensor_type.shape.dim, shapes[vi.name]):
+                    dim.Clear()
+                    dim.dim_value = int(size)
+        del model.graph.value_info[:]  # symbolic shapes of the dynamic export: inferred again at the static one
         slim = slimmed(model)
-        if slim is None:
-            return onnx_path.resolve()
-        onnx.save(slim, str(work / "simplified.onnx"))
+        onnx.save(model if slim is None else slim, str(work / "simplified.onnx"))
         return work / "simplified.onnx"
     except Exception:  # a model onnxslim cannot read goes to onnx2tf as it is
         return onnx_path.resolve()
@@ -159,7 +164,9 @@ def _child(request_path: str) -> int:
 
         # onnxsim is an executable edgekit does not install; the graph was simplified with onnxslim already
         onnx2tf.convert(input_onnx_file_path=request["onnx"], output_folder_path=request["out"],
-                        overwrite_input_shape=request["shapes"], non_verbose=True, not_use_onnxsim=True)
+                        overwrite_input_shape=request["shapes"], non_verbose=True, not_use_onnxsim=True,
+                        # Erf (GELU) has no TFLite builtin: a polynomial of builtins instead of a Flex op
+                        replace_to_pseudo_operators=["erf"])  # onnx2tf matches lower-case names
         result = {"ok": True}
     except ModuleNotFoundError as e:  # onnx2tf has one module per ONNX op: a missing one = unsupported op
         prefix = "onnx2tf.ops."

@@ -28,11 +28,13 @@ import numpy as np
 
 from edgekit.backends.tflite import flatbuffer as fb
 from edgekit.backends.tflite.bias_correction import correct_biases, float_layer_stats
+from edgekit.backends.tflite.mixed_range import keep_mixed_float
 from edgekit.backends.tflite.runner import SIGNATURE_KEY, load_interpreter, signature_inputs
 from edgekit.core.errors import BackendError, CheckFailedError, InvalidInputError, TargetUnavailableError, first_line
 from edgekit.core.hostinfo import package_version
 from edgekit.core.progress import enabled as progress_enabled
 from edgekit.core.progress import progress_iter, status
+from edgekit.onnx.mixed_range import announce
 
 INSTALL_HINT = "pip install 'edgekit[tflite]'"
 BIAS_SAMPLES = 64  # input means settle long before that
@@ -47,6 +49,7 @@ class Int8Settings:
     bias_correction: bool = True
     max_samples: int = 300
     refuse_constant_output: bool = True  # off in the accuracy search, which measures such a model instead
+    mixed_range_float: bool = True  # ops whose inputs differ > 32x in range stay float (tflite/mixed_range.py)
 
 
 def _aeq():
@@ -84,9 +87,12 @@ def quantize_int8(float_model: bytes, samples: Callable[[], Iterable[dict]], cou
             # one sample per call: the data streams through once, and the library's own bar stays quiet
             for feed in progress_iter(islice(samples(), n), total=n, description="calibrating"):
                 cal.calibrate({SIGNATURE_KEY: [feed]}, recipes)
+            qsvs = cal.get_model_qsvs()
+            mixed, mixed_info = keep_mixed_float(q, float_model, qsvs, settings.mixed_range_float,
+                                                 (op, AlgorithmName, _scope_regex))
             # all-zero weight channels divide by a zero range here; the bias correction below repairs them
             with status("quantizing to int8"), np.errstate(invalid="ignore", divide="ignore"), _library_bars():
-                model = bytes(q.quantize(cal.get_model_qsvs(), enable_progress_report=False).quantized_model)
+                model = bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
     except (InvalidInputError, KeyboardInterrupt):
         raise
     except Exception as e:
@@ -105,8 +111,9 @@ def quantize_int8(float_model: bytes, samples: Callable[[], Iterable[dict]], cou
         "activations": "int8", "io_dtype": "int8" if settings.int8_io else "float32",
         "calibration": "min/max over all samples", "calibration_samples": n,
         "bias_corrected_layers": corrected, "zero_weight_channels_repaired": repaired, "excluded": excluded,
-        **quality,
+        **mixed_info, **quality,
     }
+    announce(mixed, "tflite")
     return model, info
 
 

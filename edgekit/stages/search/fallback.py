@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from edgekit.backends.base import QuantOptions, SensitivityTask
 from edgekit.core.artifact import Artifact
+from edgekit.onnx.mixed_range import kept_float_names
 from edgekit.stages.search.run import FirstSamples, SearchRun, best_step, score_step
 
 
@@ -46,10 +47,14 @@ def ranked_groups(run: SearchRun, int8: Artifact | None, quant: QuantOptions) ->
     task = SensitivityTask(int8, quant, inputs.reference, inputs.source, inputs.calib,
                            FirstSamples(inputs.calib, samples), samples, run.work)
     ranking = run.backend.layer_sensitivity(task)
-    groups, seen = [], set()
+    # mixed-range ops (edgekit.onnx.mixed_range) are float in every build already: not proposed again
+    already = kept_float_names(int8.provenance) if int8 is not None else set()
+    groups, seen = [], set(already)
     for row in ranking.rows:
         if row.sqnr_lost_db <= 0:
             break
+        if row.name in already:
+            continue
         group = tuple(n for n in row.float_nodes if n in ranking.names and n not in seen)
         if group:
             groups.append(group)
@@ -57,7 +62,7 @@ def ranked_groups(run: SearchRun, int8: Artifact | None, quant: QuantOptions) ->
     run.steps.append({"step": "sensitivity ranking", "met": False, "float_layers": [], "violations": [],
                       "ranking": [{"name": r.name, "op": r.op, "sqnr_lost_db": r.sqnr_lost_db,
                                    "channel_sqnr_db": r.channel_sqnr_db} for r in ranking.rows[:10]],
-                      "seconds": None, "skipped": True})
+                      "already_float": sorted(already), "seconds": None, "skipped": True})
     return groups
 
 
