@@ -459,6 +459,29 @@ def test_embed_mean_pools_token_states_when_there_is_no_vector_output():
     assert res["metrics"]["recall_at_5"] is None  # 6 samples: every other sample is within 5
 
 
+def test_embed_pools_only_the_real_tokens_when_the_attention_mask_is_known():
+    """Padding positions carry whatever the encoder writes there; sentence-transformers leaves them out."""
+    from edgekit.core.arrays import Sample
+    from edgekit.tasks.embed import token_masks
+
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(3, 8, 12)
+    masks = [np.r_[np.ones(n), np.zeros(12 - n)] for n in lengths]
+    real = [rng.standard_normal((12, 16)) for _ in lengths]
+    fp32 = [[(r * m[:, None] + (1 - m[:, None]) * rng.standard_normal((12, 16)) * 5)[None]] for r, m in zip(real, masks)]
+    noisy_padding = [[np.where(m[:, None] > 0, f[0][0], rng.standard_normal((12, 16)) * 5)[None]] for f, m in zip(fp32, masks)]
+    data = [Sample({"input_ids": np.zeros((1, 12), np.int64), "attention_mask": m[None].astype(np.int64)}) for m in masks]
+    found = token_masks(data)
+    masked = EmbedTask().evaluate(fp32, noisy_padding, ["last_hidden_state"], found)
+    assert masked["metrics"]["output"] == "last_hidden_state (mean over real tokens)"
+    assert masked["metrics"]["cosine_min"] == 1.0 and masked["task_metric"]["value"] == 1.0
+    unmasked = EmbedTask().evaluate(fp32, noisy_padding, ["last_hidden_state"])
+    assert unmasked["metrics"]["cosine_mean"] < 0.95  # the padding noise counted as if it were the sentence
+    assert token_masks([Sample({"x": np.zeros((1, 4))})]) is None
+    with pytest.raises(InvalidInputError, match="token masks do not fit"):
+        EmbedTask().evaluate(fp32, fp32, ["last_hidden_state"], found[:5])
+
+
 # ---- generic -----------------------------------------------------------------------------------
 
 def test_generic_reports_each_output_and_a_broken_second_output_shows():

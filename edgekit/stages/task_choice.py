@@ -10,6 +10,7 @@ import numpy as np
 
 from edgekit.core.console import note
 from edgekit.tasks import ClassifyTask, Task, detection_truth, get_task, guess_task, mask_truth
+from edgekit.tasks.embed import token_masks
 
 
 @dataclass(frozen=True)
@@ -58,4 +59,6 @@ def task_truth(task: Task, ref, data, choice: TaskChoice):
         return detection_truth(data, choice.labels if is_detection_labels(choice.labels) else None)
     if task.name == "segment":
         return mask_truth(data, choice.masks)
+    if task.name == "embed":
+        return token_masks(data)
     return None

@@ -40,11 +40,32 @@ def embedding_output(output_shapes, output_names) -> tuple[int, bool]:
                             hint="embed reads a 1xD vector (or 1xTxD token states, mean-pooled)")
 
 
-def embeddings(outs: Outputs, index: int, per_token: bool) -> np.ndarray:
+MASK_INPUT = "attention_mask"  # the Hugging Face name of the token mask a sentence encoder pools with
+
+
+def token_masks(data) -> list[np.ndarray] | None:
+    """Per sample, the 0/1 token mask the model was fed (`attention_mask`), or None when it has none:
+    sentence-transformers mean-pools over real tokens only, and so does the embed task then."""
+    masks = []
+    for sample in data:
+        mask = sample.feed.get(MASK_INPUT)
+        if mask is None:
+            return None
+        masks.append(np.asarray(mask, np.float64).reshape(-1))
+    return masks
+
+
+def embeddings(outs: Outputs, index: int, per_token: bool, masks: Sequence[np.ndarray] | None = None) -> np.ndarray:
     rows = [np.asarray(s[index], np.float64) for s in outs]
-    if per_token:
-        return np.stack([r.reshape(r.shape[-2:]).mean(0) for r in rows])
-    return np.stack([r.reshape(-1) for r in rows])
+    if not per_token:
+        return np.stack([r.reshape(-1) for r in rows])
+    tokens = [r.reshape(r.shape[-2:]) for r in rows]
+    if masks is None:
+        return np.stack([t.mean(0) for t in tokens])
+    if len(masks) != len(tokens) or any(len(m) != len(t) for m, t in zip(masks, tokens)):
+        raise InvalidInputError(f"embed: {len(masks)} token masks do not fit {len(tokens)} samples of "
+                                f"{len(tokens[0])} tokens")
+    return np.stack([(t * m[:, None]).sum(0) / max(m.sum(), 1.0) for t, m in zip(tokens, masks)])
 
 
 def neighbours(x: np.ndarray, k: int) -> np.ndarray:
@@ -80,12 +101,14 @@ class EmbedTask(Task):
     def evaluate(self, reference: Outputs, candidate: Outputs, output_names: Sequence[str], truth=None) -> dict:
         check_pairs(reference, candidate, output_names)
         index, per_token = embedding_output([np.shape(o) for o in reference[0]], output_names)
-        ref, got = embeddings(reference, index, per_token), embeddings(candidate, index, per_token)
+        masks = truth if per_token else None  # token masks (token_masks): padding is left out of the mean
+        ref, got = embeddings(reference, index, per_token, masks), embeddings(candidate, index, per_token, masks)
         if ref.shape != got.shape:
             raise InvalidInputError(f"embed: output '{output_names[index]}' has {got.shape[1]} values in the "
                                     f"candidate, {ref.shape[1]} in the FP32 reference")
         cos = cosines(ref, got)
-        metrics = {"output": output_names[index] + (" (mean over tokens)" if per_token else ""),
+        pooled = " (mean over real tokens)" if masks is not None else " (mean over tokens)"
+        metrics = {"output": output_names[index] + (pooled if per_token else ""),
                    "dimensions": int(ref.shape[1]), "cosine_mean": rounded(cos.mean()),
                    "cosine_min": rounded(cos.min()), **neighbour_metrics(ref, got)}
         value = metrics["nn_agreement"]
