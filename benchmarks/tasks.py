@@ -33,7 +33,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test detector
 
-import torch  # noqa: E402
 from library_defaults import library_default_int8  # noqa: E402  (this script's folder)
 
 from edgekit import api  # noqa: E402
@@ -42,7 +41,7 @@ from edgekit.core.artifact import Artifact  # noqa: E402
 from edgekit.core.data import open_data, parse_preprocess  # noqa: E402
 from edgekit.core.tensors import parse_input_spec  # noqa: E402
 from edgekit.stages.bench import BenchOptions, bench_runner  # noqa: E402
-from edgekit.stages.export import ExportOptions, export_onnx, save_pt2  # noqa: E402
+from edgekit.stages.export import save_pt2  # noqa: E402
 from edgekit.stages.task_choice import TaskChoice  # noqa: E402
 from edgekit.stages.validate import validate_artifact  # noqa: E402
 
@@ -54,13 +53,10 @@ SETTINGS = ("fp32", "library", "default", "search")
 def build(work: Path, steps: int) -> dict:
     import detector
 
-    torch.set_num_threads(1)  # seeded and single-threaded: the same detector on every run
-    model, seconds = detector.train(steps)
-    torch.set_num_threads(THREADS)
-    spec = parse_input_spec(f"images:1x3x{detector.SIZE}x{detector.SIZE}")
     onnx_path = work / "detector.onnx"
-    with contextlib.redirect_stdout(sys.stderr):
-        export_onnx(model, onnx_path, ExportOptions(inputs=(spec,), dynamic_batch=False), source_name="tiny_yolo")
+    with contextlib.redirect_stdout(sys.stderr):  # seeded and single-threaded: the same detector on every run
+        model, seconds = detector.trained_onnx(detector.train, steps, onnx_path, detector.SIZE, "tiny_yolo")
+        spec = parse_input_spec(f"images:1x3x{detector.SIZE}x{detector.SIZE}")
         pt2 = save_pt2(model, work / "detector.pt2", (spec,), dynamic_batch=False)
     calib = detector.write_validation_set(work / "calib", count=64, seed=7)
     val = detector.write_validation_set(work / "val", count=48, seed=1234)

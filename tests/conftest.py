@@ -71,7 +71,7 @@ def two_input_data(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # module fixtures that build artifacts through the CLI use it too
 def cli():
     from edgekit.cli.main import main
 

@@ -229,21 +229,26 @@ def write_validation_set(root: Path, count: int = 48, seed: int = 1234) -> Path:
     return root / "images"
 
 
-def build_detector(root: Path, steps: int = 200) -> Detector:
-    """Train (seeded, one thread), export `root/detector.onnx`, write the validation set under `root`."""
+def trained_onnx(train_fn, steps: int, path: Path, size: int, source_name: str):
+    """(model, training seconds): trained by `train_fn(steps)` on one thread (seeded: the same model on
+    every run), exported to `path` with a static 1x3xSIZExSIZE input."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model, seconds = train(steps)
-        root.mkdir(parents=True, exist_ok=True)
-        onnx_path = root / "detector.onnx"
-        spec = parse_input_spec(f"images:1x3x{SIZE}x{SIZE}")
-        export_onnx(model, onnx_path, ExportOptions(inputs=(spec,), dynamic_batch=False), source_name="tiny_yolo")
+        model, seconds = train_fn(steps)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spec = parse_input_spec(f"images:1x3x{size}x{size}")
+        export_onnx(model, path, ExportOptions(inputs=(spec,), dynamic_batch=False), source_name=source_name)
     finally:
         torch.set_num_threads(threads)
-    images = write_validation_set(root)
-    return Detector(onnx_path, images, f"raw,letterbox={SIZE}", seconds)
+    return model, seconds
 
+
+def build_detector(root: Path, steps: int = 200) -> Detector:
+    """Train (seeded, one thread), export `root/detector.onnx`, write the validation set under `root`."""
+    _, seconds = trained_onnx(train, steps, root / "detector.onnx", SIZE, "tiny_yolo")
+    images = write_validation_set(root)
+    return Detector(root / "detector.onnx", images, f"raw,letterbox={SIZE}", seconds)
 
 if __name__ == "__main__":  # python tests/detector.py OUT: the README's detection example
     import sys

@@ -17,13 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from detector import CANVAS, CLASSES, backgrounds, conv
+from detector import CANVAS, CLASSES, backgrounds, conv, trained_onnx
 from PIL import Image, ImageDraw
 from torch import nn
 from torch.nn import functional as F
-
-from edgekit.core.tensors import parse_input_spec
-from edgekit.stages.export import ExportOptions, export_onnx
 
 SIZE = 96  # model input: scenes are resized to SIZE x SIZE (no letterbox)
 
@@ -116,15 +113,6 @@ def write_validation_set(root: Path, count: int = 24, seed: int = 4321) -> tuple
 
 
 def build_segmenter(root: Path, steps: int = 300) -> Segmenter:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model, seconds = train(steps)
-        root.mkdir(parents=True, exist_ok=True)
-        path = root / "segmenter.onnx"
-        spec = parse_input_spec(f"images:1x3x{SIZE}x{SIZE}")
-        export_onnx(model, path, ExportOptions(inputs=(spec,), dynamic_batch=False), source_name="tiny_segmenter")
-    finally:
-        torch.set_num_threads(threads)
+    _, seconds = trained_onnx(train, steps, root / "segmenter.onnx", SIZE, "tiny_segmenter")
     images, masks = write_validation_set(root)
-    return Segmenter(path, images, masks, f"raw,size={SIZE},crop=none", seconds)
+    return Segmenter(root / "segmenter.onnx", images, masks, f"raw,size={SIZE},crop=none", seconds)

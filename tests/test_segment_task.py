@@ -11,20 +11,6 @@ from onnx import helper, numpy_helper
 
 
 @pytest.fixture(scope="module")
-def cli():
-    from click.testing import CliRunner
-
-    from edgekit.cli.main import main
-
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
-
-
-@pytest.fixture(scope="module")
 def segmenter(tmp_path_factory):
     from segmenter import build_segmenter
 

@@ -12,20 +12,6 @@ FAST = ("--min-seconds", "0.2")
 
 
 @pytest.fixture(scope="module")
-def cli():
-    from click.testing import CliRunner
-
-    from edgekit.cli.main import main
-
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
-
-
-@pytest.fixture(scope="module")
 def detector(tmp_path_factory):
     from detector import build_detector
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +44,20 @@ def load_onnx(path: str | Path, load_external_data: bool = True) -> onnx.ModelPr
 
 
 def external_data_files(path: str | Path) -> list[Path]:
-    """The files beside an ONNX model that hold its weights (the dynamo exporter's `model.onnx.data`)."""
+    """The files beside an ONNX model that hold its weights (the dynamo exporter's `model.onnx.data`).
+
+    Parsed once per file version: an artifact's size and hash ask for its files again and again."""
     path = Path(path)
+    stat = path.stat() if path.exists() else None
+    names = _external_names(str(path.resolve()), stat and (stat.st_mtime_ns, stat.st_size))
+    return [path.parent / name for name in names]
+
+
+@functools.lru_cache(maxsize=64)
+def _external_names(path: str, version) -> tuple[str, ...]:
     model = load_onnx(path, load_external_data=False)
-    names = {entry.value for init in model.graph.initializer
-             if init.data_location == onnx.TensorProto.EXTERNAL for entry in init.external_data if entry.key == "location"}
-    return [path.parent / name for name in sorted(names)]
+    return tuple(sorted({entry.value for init in model.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL
+                         for entry in init.external_data if entry.key == "location"}))
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
