@@ -29,12 +29,9 @@ def coco_map(truth: Sequence[np.ndarray], detections: Sequence[np.ndarray], max_
     if not dt_anns:
         return {"map50": 0.0, "map": 0.0, "per_class": {}}
     classes = sorted({a["category_id"] for a in gt_anns + dt_anns})
+    images, categories = [{"id": i + 1} for i in range(len(truth))], [{"id": c} for c in classes]
     with contextlib.redirect_stdout(io.StringIO()):  # both print progress
-        gt = COCO()
-        gt.dataset = {"images": [{"id": i + 1} for i in range(len(truth))], "annotations": gt_anns,
-                      "categories": [{"id": c} for c in classes]}
-        gt.createIndex()
-        dt = gt.loadRes(dt_anns)
+        gt, dt = _indexed(COCO, images, categories, gt_anns), _indexed(COCO, images, categories, dt_anns)
         ev = COCOeval(gt, dt, "bbox")
         ev.params.maxDets = [max_det]
         ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]  # only "all" is reported: 4x less work
@@ -69,17 +66,29 @@ def _mean(p: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else 0.0
 
 
+def _indexed(COCO, images: list[dict], categories: list[dict], annotations: list[dict]):
+    """A COCO object over these annotations. For detections this is what `loadRes` builds from boxes, less
+    its copies and the box-shaped polygons a bbox evaluation never reads (a quarter of a call's time)."""
+    coco = COCO()
+    coco.dataset = {"images": images, "categories": categories, "annotations": annotations}
+    coco.createIndex()
+    return coco
+
+
 def _annotations(per_image: Sequence[np.ndarray], with_score: bool) -> list[dict]:
     """COCO annotation dicts: image ids and category ids from 1 (COCOeval treats id 0 as 'unmatched')."""
+    width = 6 if with_score else 5
+    arrays = [np.asarray(boxes, np.float64).reshape(-1, width) for boxes in per_image]
+    rows = np.concatenate(arrays) if arrays else np.zeros((0, width))
+    image_ids = np.repeat(np.arange(1, len(arrays) + 1), [len(a) for a in arrays]).tolist()
+    xywh = np.column_stack([rows[:, :2], np.maximum(rows[:, 2:4] - rows[:, :2], 0.0)])  # x1 y1 x2 y2 -> x y w h
+    areas = (xywh[:, 2] * xywh[:, 3]).tolist()
+    categories = (rows[:, -1].astype(np.int64) + 1).tolist()
+    scores = rows[:, 4].tolist() if with_score else [None] * len(rows)
     anns = []
-    for image, boxes in enumerate(per_image):
-        rows = np.array(boxes, np.float64).reshape(-1, 6 if with_score else 5)  # a copy: edited below
-        rows[:, 2:4] = np.maximum(rows[:, 2:4] - rows[:, 0:2], 0.0)  # x1 y1 x2 y2 -> x y w h
-        for row in rows.tolist():
-            ann = {"image_id": image + 1, "category_id": int(row[-1]) + 1, "bbox": row[:4]}
-            if with_score:
-                ann["score"] = row[4]
-            else:
-                ann.update(id=len(anns) + 1, area=row[2] * row[3], iscrowd=0)
-            anns.append(ann)
+    for k, (image, category, box, area, score) in enumerate(zip(image_ids, categories, xywh.tolist(), areas, scores)):
+        ann = {"id": k + 1, "image_id": image, "category_id": category, "bbox": box, "area": area, "iscrowd": 0}
+        if with_score:
+            ann["score"] = score
+        anns.append(ann)
     return anns

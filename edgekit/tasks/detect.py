@@ -9,6 +9,7 @@ Plus, box by box at the deployed threshold: matched-box mean IoU, recall and pre
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from edgekit.core.errors import InvalidInputError
 from edgekit.tasks.base import Outputs, Task, check_pairs, result, rounded, task_metric
-from edgekit.tasks.coco import coco_map
+from edgekit.tasks.coco import coco_library, coco_map
 from edgekit.tasks.generic import output_metrics
 from edgekit.tasks.heads import Head, box_iou, detections, find_head, fit_head
 
@@ -122,18 +123,28 @@ class DetectTask(Task):
                       metrics)
 
     def prepare(self, reference: Outputs, output_names: Sequence[str], truth=None) -> None:
-        self.fp32_side(reference, output_names, truth)  # the head, FP32 boxes and labels: what can fail
+        """What can fail is checked now: the head fits, the labels fit it, the mAP library imports. The
+        FP32 detections and the FP32 mAP against the labels are scored on a second thread meanwhile, so
+        they overlap the candidate's run (image decoding and inference release the GIL)."""
+        head = self.head(reference, output_names)
+        checked = None if truth is None else self.checked_truth(truth, len(reference), head)
+        coco_library()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekit-fp32-detections")
+        scored = pool.submit(self.score_fp32, head, reference, checked)
+        pool.shutdown(wait=False)  # the thread ends with its one job
+        self._fp32 = (reference, truth, head, scored, checked)
+
+    def score_fp32(self, head: Head, reference: Outputs, checked) -> tuple:
+        ref_dets = self.detect(head, reference)
+        return ref_dets, None if checked is None else coco_map(checked, ref_dets, self.options.max_det)
 
     def fp32_side(self, reference: Outputs, output_names: Sequence[str], truth) -> tuple:
         """(head, FP32 detections, FP32 mAP vs truth or None, checked truth), reused while the caller passes
         the same reference and truth objects again (the accuracy-aware search scores many candidates)."""
-        if self._fp32 is not None and self._fp32[0] is reference and self._fp32[1] is truth:
-            return self._fp32[2:]
-        head = self.head(reference, output_names)
-        ref_dets = self.detect(head, reference)
-        checked = None if truth is None else self.checked_truth(truth, len(reference), head)
-        ref_gt = None if checked is None else coco_map(checked, ref_dets, self.options.max_det)
-        self._fp32 = (reference, truth, head, ref_dets, ref_gt, checked)
+        if self._fp32 is None or self._fp32[0] is not reference or self._fp32[1] is not truth:
+            self.prepare(reference, output_names, truth)
+        _, _, head, scored, checked = self._fp32
+        ref_dets, ref_gt = scored.result()
         return head, ref_dets, ref_gt, checked
 
     @staticmethod
