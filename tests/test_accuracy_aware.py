@@ -141,6 +141,41 @@ def test_search_time_bound_stops_after_the_default(cli, planted, tiny_data, tmp_
     assert len(_search_record(out)["steps"]) == 1
 
 
+def test_the_search_takes_the_same_steps_however_little_time_seems_left(cli, planted, tiny_data, tmp_path,
+                                                                        monkeypatch):
+    """A loaded machine makes every build slower; the steps (and so the verdict) must not change with it."""
+    import time
+
+    from edgekit.stages.search import run as search_run
+    from edgekit.stages.search import search as search_main
+
+    class LoadedMachine:  # every build and measurement seems to take 100 s; the safety net's clock stays real
+        monotonic = staticmethod(time.monotonic)
+
+        def __init__(self):
+            self.now = 0.0
+
+        def perf_counter(self):
+            self.now += 100.0
+            return self.now
+
+    def search(out):
+        result = cli("quantize", planted, "--target", "onnxruntime", "--calib", tiny_data, "-o", out,
+                     "--accuracy-budget", "0", "--max-float-layers", "1")
+        assert result.exit_code == 1, result.output
+        record = _search_record(out)
+        return record, [(s["step"], tuple(s["float_layers"])) for s in record["steps"]]
+
+    quiet, steps = search(tmp_path / "quiet")
+    for module in (search_run, search_main):
+        monkeypatch.setattr(module, "time", LoadedMachine())
+    busy, busy_steps = search(tmp_path / "busy")
+    assert busy_steps == steps
+    assert any("entropy" in name for name, _ in steps)  # the slow calibration is in the sequence
+    assert any(name.startswith("gain check") for name, _ in steps)
+    assert quiet["ended_by"] == busy["ended_by"] == "steps" and quiet["chosen_step"] == busy["chosen_step"]
+
+
 def test_negative_budget_is_invalid_input(cli, planted, tiny_data, tmp_path):
     result = cli("quantize", planted, "--calib", tiny_data, "-o", tmp_path, "--accuracy-budget", "-1")
     assert result.exit_code == 2
@@ -242,7 +277,7 @@ def test_search_variants_follow_the_model_and_the_target(planted, tmp_path):
                 ExportOptions(inputs=(parse_input_spec("x:1x8x64"),), dynamic_batch=False), source_name="t")
     cnn = calibration_variants("onnxruntime", QuantOptions(), planted)
     assert [v for v in cnn if "cost" not in v] == [{"method": "percentile"}]  # nothing to smooth in a CNN
-    assert cnn[-1]["method"] == "entropy"  # the slow one last, tried only when the time bound has room
+    assert cnn[-1]["method"] == "entropy"  # the slow one last
     assert calibration_variants("onnxruntime", QuantOptions(per_channel=False), planted)[0] == {"per_channel": True}
     ort = calibration_variants("onnxruntime", QuantOptions(), transformer)
     # a transformer is smoothed by default (edgekit.onnx.attention): the search tries ranges, then its MLP
@@ -251,5 +286,6 @@ def test_search_variants_follow_the_model_and_the_target(planted, tmp_path):
     assert [len(v["exclude"]) for v in ort if "exclude" in v] == [2]  # fc2 of both blocks
     ov = calibration_variants("openvino", QuantOptions(), transformer)
     assert {"exclude": (OPENVINO_ATTENTION,), "extra": {"smooth_quant": 0.5}} in ov
+    assert {"extra": {"smooth_quant": 0.5}} not in ov  # already the transformer default there too
     assert calibration_variants("tflite", QuantOptions(extra={"bias_correction": False}), planted) == [
         {"extra": {"bias_correction": True}}]

@@ -52,8 +52,8 @@ def _print_exported(art) -> None:
 @click.option("--int8-io", is_flag=True, help="tflite: int8 model inputs/outputs (microcontrollers, NPU delegates).")
 @click.option("--accuracy-budget", type=float, metavar="POINTS",
               help="Max accuracy drop vs FP32 (on --val, else --calib); if missed, search calibration and float layers.")
-@click.option("--search-time", type=float, default=240.0, show_default=True, metavar="SECONDS",
-              help="Time bound of the --accuracy-budget search.")
+@click.option("--search-time", type=float, metavar="SECONDS",
+              help="Safety net on the --accuracy-budget search's wall time (default 3600); the search ends by its steps.")
 @click.option("--max-float-layers", type=int, default=16, show_default=True,
               help="Most layers the --accuracy-budget search may keep in float.")
 @input_option

@@ -29,7 +29,7 @@ from edgekit.cli.options import (
 @click.option("--accuracy-budget", type=float,
               help="Max accuracy drop in points (overrides the profile); int8 that misses it is searched for one that meets it.")
 @click.option("--search-time", type=float, metavar="SECONDS",
-              help="Time bound of the --accuracy-budget search per int8 artifact (default 240).")
+              help="Safety net on each int8 artifact's --accuracy-budget search (default 3600 s); it ends by its steps.")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--weights", type=click.Path(), help="State dict for a PyTorch factory.")
 @click.option("--trust-pickle", is_flag=True)

@@ -44,7 +44,7 @@ class QuantizeRequest(DataOptions, TaskOptions):
     exclude: tuple = ()
     int8_io: bool = False
     accuracy_budget: float | None = None
-    search_time: float = 240.0
+    search_time: float | None = None  # the search's safety net (None: SearchOptions' default)
     max_float_layers: int = 16
     output: str
 

@@ -69,13 +69,12 @@ def ranked_groups(run: SearchRun, int8: Artifact | None, quant: QuantOptions) ->
 def rerank_by_gain(run: SearchRun, base: QuantOptions, base_step: dict, ranked: list) -> tuple[list, int | None, bool]:
     """The SQNR ranking's top few, re-ordered by the accuracy each gains kept in float alone.
 
-    SQNR lost says where int8 adds noise, not how much of it reaches the outputs. When the time
-    bound has room for it (the base build's time, times the candidates, within a third of what is
-    left), each candidate is built with only itself in float and measured. Returns the new ranking,
+    SQNR lost says where int8 adds noise, not how much of it reaches the outputs: each candidate is
+    built with only itself in float and measured (always, so that the steps do not depend on how fast
+    the machine is today). Returns the new ranking,
     the index of a step that already meets the budget (None if none does) and whether any was measured."""
     candidates = [g for g in ranked if len(g) <= run.search.max_float_layers][:run.search.gain_candidates]
-    build_s = base_step.get("build_seconds") or 0.0
-    if len(candidates) < 2 or not build_s or build_s * len(candidates) > run.clock.left() / 3:
+    if len(candidates) < 2:
         return ranked, None, False
     gains = {}
     for group in candidates:

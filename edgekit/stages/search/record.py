@@ -21,11 +21,12 @@ def adopt(artifact: Artifact, out_dir: Path) -> Artifact:
 
 
 def finish(artifact: Artifact, steps: list[dict], searched: bool, met: bool, message: str,
-           chosen: int = 0) -> SearchResult:
-    """Record the steps (without their in-memory `_` keys) in the artifact's sidecar."""
+           chosen: int = 0, ended_by: str = "steps") -> SearchResult:
+    """Record the steps (without their in-memory `_` keys) in the artifact's sidecar. `ended_by`: steps
+    (the sequence ran to a step that met the budget, or to its end) or time limit (the safety net)."""
     public = [{k: v for k, v in s.items() if not k.startswith("_")} for s in steps]
     artifact.provenance["accuracy_search"] = {
-        "searched": searched, "met": met, "message": message, "chosen_step": chosen,
+        "searched": searched, "met": met, "message": message, "chosen_step": chosen, "ended_by": ended_by,
         "float_layers": public[chosen]["float_layers"], "steps": public,
     }
     artifact.save_sidecar()

@@ -25,9 +25,6 @@ class Clock:
     def out(self) -> bool:
         return time.monotonic() >= self.end
 
-    def left(self) -> float:
-        return max(self.end - time.monotonic(), 0.0)
-
 
 @dataclass
 class SearchRun:
@@ -103,8 +100,8 @@ def score_step(step: dict) -> tuple:
 def best_step(steps: list[dict], base_only: bool = False) -> int:
     pool = [i for i, s in enumerate(steps) if not (base_only and s["float_layers"])]
     met = [i for i in pool if steps[i]["met"]]
-    if met:  # of the steps that meet the budget: fewest float layers, then fastest
-        return min(met, key=lambda i: (len(steps[i]["float_layers"]), steps[i].get("latency_p50_ms") or 0))
+    if met:  # of the steps that meet the budget: fewest float layers, then the first (a latency tie-break
+        return min(met, key=lambda i: (len(steps[i]["float_layers"]), i))  # would follow the machine's load)
     return max(pool, key=lambda i: score_step(steps[i]))
 
 

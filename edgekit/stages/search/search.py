@@ -1,12 +1,15 @@
 """Accuracy-aware int8: quantize, measure against FP32, and if the budget is missed search for one that meets it.
 
-The search, within a time bound:
-1. other calibration settings of the target (Backend.calibration_variants: SmoothQuant, percentile /
+The search is a fixed sequence of steps, so its verdict does not depend on how busy the machine is:
+1. every other calibration setting of the target (Backend.calibration_variants: SmoothQuant, percentile /
    entropy / histogram ranges, ...) - no layer leaves int8 (edgekit.stages.search.variants);
 2. per-layer float fallback, when the target can keep layers in float: layers ranked by the SQNR
-   their int8 activations lose on the target's own model (Backend.layer_sensitivity), then the
-   fewest kept in float that meet the budget (edgekit.stages.search.fallback).
-Every step is recorded (float layers, accuracy, latency) in the artifact's provenance.
+   their int8 activations lose on the target's own model (Backend.layer_sensitivity), the top
+   `gain_candidates` measured one by one in float, then 1, 2, 4... kept in float (at most
+   `max_float_layers`) and bisected to the fewest that meet the budget (edgekit.stages.search.fallback).
+The first step that meets the budget ends it. Wall time (`time_limit_s`) is only a safety net: when it
+stops a search, the result says so. Every step is recorded (float layers, accuracy, latency) in the
+artifact's provenance.
 """
 
 from __future__ import annotations
@@ -52,10 +55,12 @@ def _run(run: SearchRun, quant: QuantOptions, out_dir: Path) -> SearchResult:
         kept = ", ".join(chosen["float_layers"]) or "none"
         message = f"budget met after {tried} search step(s) with {chosen['step']} (float layers: {kept})"
     else:
-        why = "time limit reached" if run.clock.out() else "no step met it"
+        why = (f"stopped by the {run.search.time_limit_s:g} s safety-net time limit, so a rerun may end elsewhere"
+               if run.clock.out() else "no step of the search met it")
         message = (f"accuracy budget not met ({why}); kept the most accurate int8 found ({chosen['step']}): "
                    + "; ".join(chosen["violations"]))
-    return finish(artifact, run.steps, searched=True, met=chosen["met"], message=message, chosen=best)
+    return finish(artifact, run.steps, searched=True, met=chosen["met"], message=message, chosen=best,
+                  ended_by="time limit" if run.clock.out() else "steps")
 
 
 def _default_int8(run: SearchRun, quant: QuantOptions, out_dir: Path) -> tuple[Artifact, QuantOptions]:
