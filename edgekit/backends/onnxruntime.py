@@ -14,7 +14,8 @@ from edgekit.backends.calibration import SMOOTH_ALPHA, per_channel_variants, ran
 from edgekit.core.artifact import Artifact
 from edgekit.core.atomic import atomic_path
 from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError, first_line
-from edgekit.core.hostinfo import cpu_info, package_version
+from edgekit.core.hostinfo import package_version
+from edgekit.core.int8_cpu import int8_cpu
 from edgekit.core.onnx_model import external_data_files, graph_inputs, load_onnx
 from edgekit.core.progress import progress_iter
 from edgekit.core.tensors import TensorSpec
@@ -48,8 +49,9 @@ class OnnxRuntimeBackend(Backend):
         if options.method not in CALIBRATION_METHODS:
             raise InvalidInputError(f"unknown calibration method '{options.method}'", hint=f"one of {tuple(CALIBRATION_METHODS)}")
         mixed_range_enabled(options.extra)  # a bad value fails before any work
-        activation = options.extra.get("activation_type") or default_activation_type()
-        reduce_range = activation == "uint8" and not _has_vnni()
+        cpu = int8_cpu()
+        activation = options.extra.get("activation_type") or cpu.choices()["onnxruntime"]["activations"]
+        reduce_range = activation == "uint8" and cpu.saturates  # 7-bit weights where u8 x s8 pairs saturate
         out = Path(out_dir) / f"{source.path.stem}.int8.onnx"
         rules = transformer_rules(source.path, options.extra)  # edgekit.onnx.attention: MatMuls only, ...
         with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp:
@@ -80,7 +82,7 @@ class OnnxRuntimeBackend(Backend):
                 "format": "QDQ", "calibration": options.method, "calibration_samples": reader.count,
                 "per_channel": options.per_channel, "activations": activation, "weights": "int8",
                 "reduce_range": reduce_range, "excluded_nodes": nodes_to_exclude, **mixed_info, **smoothing,
-                **correction, **rules.to_provenance(), **splitting, **main_graph_only_note(source.path, out, self.name),
+                **correction, **rules.to_provenance(), **splitting, **cpu.to_provenance(), **main_graph_only_note(source.path, out, self.name),
             },
         )
         announce(mixed, self.name)
@@ -171,18 +173,6 @@ def bias_correction(options: QuantOptions) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(f"option bias_correction = {value!r}: give true or false")
     return value
-
-
-def default_activation_type() -> str:
-    """uint8 activations on x86 (U8S8 ran faster there, DESIGN.md), int8 elsewhere."""
-    import platform
-
-    return "uint8" if platform.machine().lower() in ("x86_64", "amd64") else "int8"
-
-
-def _has_vnni() -> bool:
-    flags = set(cpu_info()["flags"])
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def preprocess_for_quantization(src: Path, dst: Path) -> Path:

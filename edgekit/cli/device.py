@@ -40,11 +40,13 @@ def check(targets, devices_file, accept_new_host_key, device_timeout, as_json):
 
 def _print_info(info: dict) -> None:
     from edgekit.core.console import print_kv, warn
+    from edgekit.core.int8_cpu import int8_cpu
 
     runtimes = info.get("runtimes") or {}
     pairs = [("device", info.get("model") or info.get("hostname") or "-"),
              ("cpu", f"{info['cpu']} ({info['cores']} cores, {info['arch']})"),
              ("cpu features", " ".join(info.get("cpu_flags") or []) or "-"),
+             ("int8 there", int8_cpu(info.get("cpu_flags") or [], info.get("arch")).summary()),
              ("memory", f"{_mb(info.get('memory_mb'))} ({_mb(info.get('memory_available_mb'))} available)"),
              ("os", f"{info['os']} (kernel {info.get('kernel')})"),
              ("python", f"{info['python']}  {info.get('python_path')}"), ("numpy", info.get("numpy") or "MISSING")]

@@ -65,7 +65,10 @@ def doctor(as_json):
         return
     env = info["environment"]
     pairs = [("cpu", f"{env['cpu']} ({env['cores']} cores, {env['arch']})"),
-             ("cpu features", " ".join(env["cpu_flags"]) or "-"), ("os", env["os"]), ("python", env["python"]),
+             ("cpu features", " ".join(env["cpu_flags"]) or "-"), ("int8 here", info["int8"]["meaning"]),
+             ("int8 defaults", "; ".join(f"{t} " + ", ".join(f"{k} {v}" for k, v in c.items() if v is not None)
+                                         for t, c in info["int8"]["defaults"].items())),
+             ("os", env["os"]), ("python", env["python"]),
              ("gpus", ", ".join(info["gpus"]) or "none")]
     for name, t in info["targets"].items():
         if t["available"]:

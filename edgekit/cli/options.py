@@ -33,6 +33,9 @@ def handle_errors(fn):
             sys.exit(130)
         except click.exceptions.Exit:
             raise
+        except BrokenPipeError:  # `edgekit ... | head` closed the pipe: what was asked for was read
+            _quiet_stdout()
+            sys.exit(0)
         except Exception as e:  # a bug or an untyped library failure: still one line
             if debug:
                 traceback.print_exc()
@@ -41,6 +44,16 @@ def handle_errors(fn):
             sys.exit(4)
 
     return wrapper
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail on the closed pipe again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def input_option(fn):

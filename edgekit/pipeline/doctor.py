@@ -7,6 +7,7 @@ import subprocess
 
 from edgekit.backends.registry import BACKENDS, EXTRAS, available_targets, get_backend
 from edgekit.core.hostinfo import environment
+from edgekit.core.int8_cpu import int8_cpu
 
 
 def doctor() -> dict:
@@ -22,7 +23,9 @@ def doctor() -> dict:
             extra = EXTRAS[name]
             entry["install"] = f"pip install 'edgekit[{extra}]'" if extra else "pip install onnxruntime"
         targets[name] = entry
-    return {"environment": environment(), "gpus": nvidia_gpus(), "targets": targets}
+    cpu = int8_cpu()
+    int8 = {"kind": cpu.kind, "accumulates": cpu.accumulates, "meaning": cpu.summary(), "defaults": cpu.choices()}
+    return {"environment": environment(), "int8": int8, "gpus": nvidia_gpus(), "targets": targets}
 
 
 def nvidia_gpus() -> list[str]:
