@@ -84,7 +84,8 @@ def test_interrupt_leaves_no_partial_artifact(cli, tiny_onnx, tiny_data, tmp_pat
     out = tmp_path / "q"
     r = cli("quantize", tiny_onnx, "--calib", tiny_data, "-o", out)
     assert r.exit_code == 130 and "interrupted" in r.stderr
-    assert list(out.glob("*")) == []  # no artifact, no temp file, no sidecar
+    # no artifact, no temp file, no sidecar; at most the libraries' log (edgekit.core.runlog)
+    assert [p.name for p in out.glob("*")] in ([], ["edgekit.log"])
 
 
 def test_debug_shows_traceback(cli, tmp_path):

@@ -18,6 +18,7 @@ from edgekit.core.hostinfo import package_version
 from edgekit.core.int8_cpu import int8_cpu
 from edgekit.core.onnx_model import external_data_files, graph_inputs, load_onnx
 from edgekit.core.progress import progress_iter
+from edgekit.core.runlog import library_output
 from edgekit.core.tensors import TensorSpec
 from edgekit.core.workdir import working_directory
 from edgekit.onnx.attention import transformer_rules
@@ -150,7 +151,7 @@ def run_quantize_static(prepared: Path, out: Path, reader, options: QuantOptions
 
     activation, reduce_range = activations
     try:
-        with working_directory(prepared.parent):
+        with working_directory(prepared.parent), library_output("onnxruntime.quantization"):
             quantize_static(
                 str(prepared), str(out.resolve()), reader,
                 quant_format=QuantFormat.QDQ, op_types_to_quantize=rules.op_types,

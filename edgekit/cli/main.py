@@ -23,13 +23,17 @@ from edgekit.core.version import __version__
 @click.version_option(__version__, prog_name="edgekit")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or notes.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show the libraries' own logs and progress (always kept in OUTPUT/edgekit.log).")
 @click.pass_context
-def main(ctx, debug, quiet):
+def main(ctx, debug, quiet, verbose):
     """Take a trained model to edge devices: export, quantize, compile, validate, benchmark, gate CI."""
+    from edgekit.core import runlog
     from edgekit.core.progress import set_quiet
 
     ctx.obj = {"debug": debug, "quiet": quiet}
     set_quiet(quiet)
+    runlog.start(verbose)
 
 
 for command in (export, quantize, compile_cmd, validate, bench, deploy, demo, profiles, doctor, prune, check,

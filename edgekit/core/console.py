@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
+
+from edgekit.core.runlog import terminal
 
 
 def echo_json(data) -> None:
@@ -45,19 +46,19 @@ def print_kv(pairs) -> None:
 
 
 def note(message: str) -> None:
-    """One line for the user on stderr (stdout stays for tables and --json)."""
-    click.echo(message, err=True)
+    """One line for the user on stderr (stdout stays for tables and --json), also inside a library's capture."""
+    click.echo(message, file=terminal())
 
 
 def warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
+    click.echo(f"warning: {message}", file=terminal())
 
 
 def error(message: str, hint: str | None = None) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {message}", file=terminal())
     if hint:
-        click.echo(f"hint: {hint}", err=True)
-    sys.stderr.flush()
+        click.echo(f"hint: {hint}", file=terminal())
+    terminal().flush()
 
 
 def accuracy_rows(acc: dict) -> list[tuple[str, str]]:

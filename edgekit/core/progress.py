@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from typing import Iterable, Iterator, TypeVar
+
+from edgekit.core.runlog import terminal
 
 T = TypeVar("T")
 _quiet = False
@@ -16,17 +17,19 @@ def set_quiet(quiet: bool) -> None:
 
 
 def enabled() -> bool:
-    return not _quiet and sys.stderr.isatty()
+    return not _quiet and terminal().isatty()
 
 
 def progress_iter(items: Iterable[T], total: int | None = None, description: str = "") -> Iterator[T]:
     if not enabled():
         yield from items
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
+        console=Console(file=terminal()),
     ) as bar:
         task = bar.add_task(description, total=total)
         for item in items:
@@ -42,5 +45,5 @@ def status(message: str):
         return
     from rich.console import Console
 
-    with Console(stderr=True).status(message):
+    with Console(file=terminal()).status(message):
         yield

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
+from edgekit.core import runlog
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import InvalidInputError
 from edgekit.core.profiles import Profile
@@ -54,6 +55,7 @@ def as_output_folder(path) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"output folder '{out}' is an existing file", hint="give a folder path with -o")
+    runlog.set_folder(out)  # the libraries' output is kept there (edgekit.log)
     return out
 
 

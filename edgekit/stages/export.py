@@ -13,6 +13,7 @@ from edgekit.core.artifact import Artifact
 from edgekit.core.atomic import atomic_path
 from edgekit.core.errors import BackendError, InvalidInputError
 from edgekit.core.progress import status
+from edgekit.core.runlog import library_output
 from edgekit.core.tensors import TensorSpec, random_feed
 
 
@@ -92,7 +93,7 @@ def _torch_export(model, example, path: Path, options: ExportOptions, output_nam
     kwargs = dict(input_names=names, output_names=output_names, opset_version=options.opset)
     # the exporter logs every step at INFO and warns about things the user cannot act on
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), library_output("torch.onnx"):  # it prints each step on stdout
         warnings.simplefilter("ignore")
         try:
             if isinstance(model, torch.jit.ScriptModule):  # TorchScript only has the legacy exporter

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import glob
-import io
 import logging
 import platform
 import sys
@@ -35,7 +34,7 @@ from edgekit.backends.openvino.runtime import (
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import BackendError, EdgekitError, InvalidInputError, TargetUnavailableError
 from edgekit.core.hostinfo import cpu_info, package_version
-from edgekit.core.progress import enabled as progress_enabled
+from edgekit.core.runlog import library_output
 from edgekit.onnx.mixed_range import (
     announce,
     detect_for_quantization,
@@ -307,17 +306,18 @@ def _same_node(ov_name: str, onnx_name: str) -> bool:
 
 @contextlib.contextmanager
 def _nncf_output():
-    """NNCF logs and draws progress bars on stdout, which would corrupt `--json`: logs go to stderr,
-    bars too when edgekit shows progress (a terminal, no --quiet), else nowhere."""
+    """NNCF logs and draws progress bars on stdout, which would corrupt `--json` and bury edgekit's own
+    view: both go to the command's log (edgekit.core.runlog; on the terminal with --verbose). Its logger
+    writes to the stdout it found at import, so its handlers are pointed at the capture too."""
     from nncf.common.logging.logger import nncf_logger
 
     handlers = [(h, h.stream) for h in nncf_logger.handlers if isinstance(h, logging.StreamHandler)]
     level = nncf_logger.level
-    for h, _ in handlers:
-        h.setStream(sys.stderr)
-    nncf_logger.setLevel(logging.INFO if progress_enabled() else logging.WARNING)
+    nncf_logger.setLevel(logging.INFO)
     try:
-        with contextlib.redirect_stdout(sys.stderr if progress_enabled() else io.StringIO()):
+        with library_output("nncf"):
+            for h, _ in handlers:
+                h.setStream(sys.stdout)
             yield
     finally:
         for h, stream in handlers:

@@ -27,6 +27,7 @@ from edgekit.core.artifact import Artifact
 from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError, first_line
 from edgekit.core.hostinfo import package_version
 from edgekit.core.progress import status
+from edgekit.core.runlog import library_output
 from edgekit.core.tensors import TensorSpec, random_feed
 
 INSTALL_HINT = "pip install 'edgekit[tflite]'"
@@ -108,7 +109,7 @@ def _from_pt2(source: Artifact, specs: list[TensorSpec]) -> Converted:
         expected = module(*args)
     expected = [t.detach().numpy() for t in (expected if isinstance(expected, (tuple, list)) else [expected])]
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its own progress lines; edgekit shows a spinner
-    with status("converting to .tflite with litert-torch"), quiet_native_logs():
+    with status("converting to .tflite with litert-torch"), quiet_native_logs(), library_output("litert-torch"):
         try:
             model = litert_torch.convert(module, args).model_content()
         except Exception as e:

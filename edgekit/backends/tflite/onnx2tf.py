@@ -60,6 +60,9 @@ def convert_onnx(onnx_path: Path, shapes: dict[str, tuple[int, ...]], sample_ima
         with open(work / LOG_FILE, "wb") as log:
             proc = subprocess.run([sys.executable, "-m", __name__, "request.json"], cwd=work, env=env,
                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        from edgekit.core.runlog import keep  # here: the child process (this module) imports no edgekit
+
+        keep("onnx2tf", (work / LOG_FILE).read_text(errors="replace"))
         result = _read_json(work / RESULT_FILE)
         if proc.returncode != 0 or not result.get("ok"):
             raise BackendError(failure_message(result, onnx_path, work / LOG_FILE),

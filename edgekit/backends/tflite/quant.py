@@ -14,9 +14,7 @@ A model whose int8 outputs are one value for every calibration sample is refused
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import io
 import os
 import re
 import warnings
@@ -32,8 +30,8 @@ from edgekit.backends.tflite.mixed_range import keep_mixed_float
 from edgekit.backends.tflite.runner import SIGNATURE_KEY, load_interpreter, signature_inputs
 from edgekit.core.errors import BackendError, CheckFailedError, InvalidInputError, TargetUnavailableError, first_line
 from edgekit.core.hostinfo import package_version
-from edgekit.core.progress import enabled as progress_enabled
 from edgekit.core.progress import progress_iter, status
+from edgekit.core.runlog import library_output
 from edgekit.onnx.mixed_range import announce
 
 INSTALL_HINT = "pip install 'edgekit[tflite]'"
@@ -91,7 +89,8 @@ def quantize_int8(float_model: bytes, samples: Callable[[], Iterable[dict]], cou
             mixed, mixed_info = keep_mixed_float(q, float_model, qsvs, settings.mixed_range_float,
                                                  (op, AlgorithmName, _scope_regex))
             # all-zero weight channels divide by a zero range here; the bias correction below repairs them
-            with status("quantizing to int8"), np.errstate(invalid="ignore", divide="ignore"), _library_bars():
+            with status("quantizing to int8"), np.errstate(invalid="ignore", divide="ignore"), \
+                    library_output("ai-edge-quantizer"):
                 model = bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
     except (InvalidInputError, KeyboardInterrupt):
         raise
@@ -115,13 +114,6 @@ def quantize_int8(float_model: bytes, samples: Callable[[], Iterable[dict]], cou
     }
     announce(mixed, "tflite")
     return model, info
-
-
-def _library_bars():
-    """ai-edge-quantizer's own tqdm bars: shown on a terminal, kept out of logs like edgekit's bars."""
-    if progress_enabled():
-        return contextlib.nullcontext()
-    return contextlib.redirect_stderr(io.StringIO())
 
 
 def _signature_inputs(model: bytes) -> dict[str, int]:
