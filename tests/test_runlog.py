@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+from test_accuracy_aware import planted  # noqa: F401, F811  (a fixture: int8 breaks on its one layer)
 
 from edgekit.core import runlog
 
@@ -53,3 +54,12 @@ def test_nncf_logs_and_bars_land_in_the_output_folders_log(cli, tiny_onnx, tiny_
     loud = cli("--verbose", "quantize", tiny_onnx, "--target", "openvino", "--calib", tiny_data, "-o",
                tmp_path / "v", "--json")
     assert "Statistics collection" in loud.stderr
+
+
+def test_deploy_announces_each_row_and_search_step_with_time_left(cli, planted, tiny_data, tmp_path):  # noqa: F811
+    args = ("deploy", planted, "--profile", "x86-onnxruntime-cpu", "--calib", tiny_data, "--min-seconds", "0.1",
+            "--accuracy-budget", "5")
+    shown = cli(*args, "-o", tmp_path / "a").stderr
+    assert "] row 1/2 x86-onnxruntime-cpu fp32" in shown and "left] row 2/2 x86-onnxruntime-cpu int8" in shown
+    assert "row 2/2 x86-onnxruntime-cpu int8 · search step 1: " in shown  # the planted layer breaks int8
+    assert "row 1/2" not in cli("--quiet", *args, "-o", tmp_path / "b").stderr

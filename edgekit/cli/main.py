@@ -29,10 +29,11 @@ from edgekit.core.version import __version__
 def main(ctx, debug, quiet, verbose):
     """Take a trained model to edge devices: export, quantize, compile, validate, benchmark, gate CI."""
     from edgekit.core import runlog
-    from edgekit.core.progress import set_quiet
+    from edgekit.core.progress import restart_clock, set_quiet
 
     ctx.obj = {"debug": debug, "quiet": quiet}
     set_quiet(quiet)
+    restart_clock()
     runlog.start(verbose)
 
 

@@ -18,7 +18,7 @@ from edgekit.core.onnx_model import describe_onnx, external_data_files
 from edgekit.core.profiles import Profile
 from edgekit.pipeline.arguments import as_data, as_output_folder, resolve_inputs
 from edgekit.pipeline.deploy_builds import DeployBuilds
-from edgekit.pipeline.deploy_rows import profile_rows
+from edgekit.pipeline.deploy_rows import profile_rows, row_precisions
 from edgekit.pipeline.deploy_run import DeployOptions, DeployRun
 from edgekit.report.writer import build_report, write_reports
 from edgekit.stages.normalize import normalized_source
@@ -60,6 +60,7 @@ def deploy(model_spec: str, options: DeployOptions) -> DeployResult:
     task = TaskChoice(options.task or next((p.task for p in profiles if p.task), None), options.labels, options.masks)
     ref_outputs = reference_outputs(reference, val, task=task) if val is not None else None
     builds = DeployBuilds(DeployRun(reference, tuple(inputs), calib, val, ref_outputs, options, out_dir))
+    builds.rows.total = sum(len(row_precisions(options, p)) for p in profiles)
     results = [row for profile in profiles for row in profile_rows(builds, profile)]
     model = model_block(model_spec, reference, val, options)
     if pruning := reference.provenance.get("pruning"):

@@ -9,6 +9,7 @@ from edgekit.backends.base import CompileOptions, QuantOptions
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import InvalidInputError
 from edgekit.core.profiles import Profile
+from edgekit.core.progress import Counter
 from edgekit.pipeline.deploy_run import DeployRun
 from edgekit.remote.place import HOST
 from edgekit.stages.search import SearchInputs, SearchResult, accuracy_aware_int8, search_options
@@ -19,6 +20,7 @@ class DeployBuilds:
 
     def __init__(self, run: DeployRun):
         self.run = run
+        self.rows = Counter("row", 0)  # deploy sets the total once the profiles are known
         self._artifacts: dict[tuple, Artifact] = {}
         self._accuracy: dict[tuple, dict] = {}
 

@@ -35,14 +35,20 @@ def artifact_block(builds: DeployBuilds, artifact: Artifact) -> dict:
 
 def profile_rows(builds: DeployBuilds, profile: Profile) -> list[dict]:
     """Every precision of a profile at every place, with the speedup over the fp32 row measured in the same place."""
-    precisions = builds.run.options.precisions or tuple(dict.fromkeys(("fp32", profile.runtime.precision)))
-    rows = [r for p in precisions for r in precision_rows(builds, profile, p)]
+    rows = []
+    for p in row_precisions(builds.run.options, profile):
+        with builds.rows.step(f"{profile.name} {p}"):
+            rows += precision_rows(builds, profile, p)
     fp32 = {r["latency_ms"].get("where"): r for r in rows if r["precision"] == "fp32" and r.get("latency_ms")}
     for r in rows:
         base = fp32.get(r["latency_ms"].get("where")) if r.get("latency_ms") else None
         if base:
             r["speedup_vs_fp32"] = round(base["latency_ms"]["p50"] / r["latency_ms"]["p50"], 3)
     return rows
+
+
+def row_precisions(options, profile: Profile) -> tuple[str, ...]:
+    return options.precisions or tuple(dict.fromkeys(("fp32", profile.runtime.precision)))
 
 
 def precision_rows(builds: DeployBuilds, profile: Profile, precision: str) -> list[dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from edgekit.backends.base import QuantOptions, SensitivityTask
 from edgekit.core.artifact import Artifact
+from edgekit.core.progress import stage
 from edgekit.onnx.mixed_range import kept_float_names
 from edgekit.stages.search.run import FirstSamples, SearchRun, best_step, score_step
 
@@ -46,7 +47,8 @@ def ranked_groups(run: SearchRun, int8: Artifact | None, quant: QuantOptions) ->
     inputs, samples = run.inputs, run.search.sensitivity_samples
     task = SensitivityTask(int8, quant, inputs.reference, inputs.source, inputs.calib,
                            FirstSamples(inputs.calib, samples), samples, run.work)
-    ranking = run.backend.layer_sensitivity(task)
+    with stage(f"search step {len(run.steps)}: ranking layers by the SQNR their int8 loses"):
+        ranking = run.backend.layer_sensitivity(task)
     # mixed-range ops (edgekit.onnx.mixed_range) are float in every build already: not proposed again
     already = kept_float_names(int8.provenance) if int8 is not None else set()
     groups, seen = [], set(already)

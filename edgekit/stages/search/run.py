@@ -10,6 +10,7 @@ from pathlib import Path
 from edgekit.backends.base import Backend, QuantOptions
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import EdgekitError
+from edgekit.core.progress import stage
 from edgekit.stages.bench import BenchOptions, bench_runner
 from edgekit.stages.budgets import accuracy_drop
 from edgekit.stages.search.options import Builder, SearchInputs, SearchOptions
@@ -63,7 +64,8 @@ class SearchRun:
         """Build and measure one candidate; a failed build is a recorded step, not the end of the search."""
         start = time.perf_counter()
         try:
-            artifact = self.build(quant, folder)
+            with stage(f"search step {len(self.steps)}: {label}"):
+                artifact = self.build(quant, folder)
         except EdgekitError as e:
             return {"step": label, "met": False, "float_layers": list(layers), "violations": [e.message],
                     "failed": True}
