@@ -61,3 +61,16 @@ def test_a_closed_pipe_ends_quietly():
     done = subprocess.run(["bash", "-c", f"set -o pipefail; '{cli}' doctor | true"], capture_output=True, text=True,
                           timeout=60)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_openvino_int8_records_the_cpu_and_its_overflow_fix(tiny_onnx, tiny_data, tmp_path):
+    pytest.importorskip("nncf")
+    from edgekit.backends.base import QuantOptions
+    from edgekit.backends.registry import get_backend
+    from edgekit.core.data import open_data
+
+    source = Artifact.load(tiny_onnx)
+    art = get_backend("openvino").quantize(source, open_data(str(tiny_data), source.inputs), QuantOptions(), tmp_path)
+    recorded = Artifact.load(art.path).provenance
+    assert recorded["int8_cpu"]["kind"] == int8_cpu().kind
+    assert recorded["overflow_fix"] == int8_cpu().choices()["openvino"]["overflow_fix"]

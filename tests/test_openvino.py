@@ -231,9 +231,10 @@ def _attention_onnx(path):
 
 
 def test_nncf_settings_follow_model_type_cpu_and_profile(tiny_onnx, tmp_path):
-    from edgekit.backends.openvino.nncf import VNNI_FLAGS, choose_settings
+    from edgekit.backends.openvino.nncf import choose_settings
     from edgekit.backends.openvino.runtime import load_model
     from edgekit.core.hostinfo import cpu_info
+    from edgekit.core.int8_cpu import VNNI_FLAGS
 
     attention = load_model(Artifact.load(_attention_onnx(tmp_path / "attn.onnx")))
     s = choose_settings(*attention, 10, QuantOptions(max_samples=4))

@@ -12,7 +12,6 @@ import contextlib
 import fnmatch
 import glob
 import logging
-import platform
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -33,7 +32,8 @@ from edgekit.backends.openvino.runtime import (
 )
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import BackendError, EdgekitError, InvalidInputError, TargetUnavailableError
-from edgekit.core.hostinfo import cpu_info, package_version
+from edgekit.core.hostinfo import package_version
+from edgekit.core.int8_cpu import int8_cpu
 from edgekit.core.runlog import library_output
 from edgekit.onnx.mixed_range import (
     announce,
@@ -48,7 +48,6 @@ OVERFLOW_FIX = ("enable", "first_layer", "disable")
 # NNCF's activation range estimators (RangeEstimatorParametersSet); histogram is its counterpart of
 # ONNX Runtime's percentile calibration: EfficientNet-Lite0 cosine 0.9938 -> 0.9949, all-crop agreement 0.925 -> 0.967
 ACTIVATION_RANGES = {"minmax": "MINMAX", "histogram": "HISTOGRAM"}
-VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 ATTENTION_OPS = {"ScaledDotProductAttention", "PagedAttentionExtension"}
 SKIP_OPS = {"Parameter", "Result", "Constant"}  # never quantized, so never worth ignoring
 
@@ -110,7 +109,7 @@ def quantize_ir(source: Artifact, calib, options: QuantOptions, out_dir: Path) -
     provenance = {
         "from": source.path.name, "quantizer": f"nncf {package_version('nncf')}",
         "converter": f"openvino.convert_model {ov_version()}", "calibration_samples": settings.subset_size,
-        **{k: v for k, v in asdict(settings).items() if k not in ("ignored", "subset_size")},
+        **{k: v for k, v in asdict(settings).items() if k not in ("ignored", "subset_size")}, **int8_cpu().to_provenance(),
         "excluded_nodes": list(user_ignored), **mixed_info, **({"reshaped": reshaped} if reshaped else {}),
         **smoothing,
     }
@@ -240,19 +239,14 @@ def nncf_target_device(device: str) -> str:
 
 
 def default_overflow_fix(target: str) -> str | None:
-    """The host CPU's int8 kernels decide (the host is the CPU measured): VNNI/AMX accumulate in 32 bits
-    and cannot overflow, so no 7-bit weights; AVX2 alone sums pairs of u8 x s8 products in 16 bits
-    (pmaddubsw), which saturate, so every layer gets 7-bit weights. On the test transformer, AVX2-only
-    EPYC: logit cosine 0.970 with NNCF's default, 0.998 with the fix on every layer (0.998 on a VNNI
-    Xeon without it)."""
+    """The host CPU's int8 kernels decide (the host is the CPU measured; edgekit.core.int8_cpu): VNNI/AMX
+    accumulate in 32 bits and cannot overflow, so no 7-bit weights; AVX2 alone sums pairs of u8 x s8
+    products in 16 bits (pmaddubsw), which saturate, so every layer gets 7-bit weights. On the test
+    transformer, AVX2-only EPYC: logit cosine 0.970 with NNCF's default, 0.998 with the fix on every
+    layer (0.998 on a VNNI Xeon without it)."""
     if target not in ("ANY", "CPU"):
         return None
-    flags = set(cpu_info()["flags"])
-    if flags & VNNI_FLAGS:
-        return "disable"
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        return "enable"
-    return None
+    return int8_cpu().choices()["openvino"]["overflow_fix"]
 
 
 def looks_like_transformer(model) -> bool:
