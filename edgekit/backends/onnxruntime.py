@@ -181,7 +181,8 @@ def preprocess_for_quantization(src: Path, dst: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, dst = Path(src).resolve(), Path(dst).resolve()
-    with working_directory(dst.parent):  # a failed symbolic inference saves its model to the current directory
+    # a failed symbolic inference saves its model to the current directory and logs its traceback
+    with working_directory(dst.parent), library_output("onnxruntime.quantization"):
         try:
             quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
         except Exception:
