@@ -49,7 +49,8 @@ OPTIONS = {
     "preset": "NNCF preset: performance | mixed (default: from the model type)",
     "overflow_fix": "NNCF overflow fix: enable | first_layer | disable (default: disable on VNNI/AMX CPUs)",
     "activation_ranges": "NNCF activation range estimator: minmax | histogram (default minmax)",
-    "smooth_quant": "SmoothQuant alpha for LayerNorm -> MatMul, 0 < alpha <= 1, or false (default: NNCF's, 0.95 on transformers)",
+    "smooth_quant": "SmoothQuant alpha for LayerNorm -> MatMul, 0 < alpha <= 1, or false "
+                    "(default: edgekit's 0.5 on a transformer ONNX, else NNCF's 0.95 on transformers)",
     "mixed_range_float": "keep ops whose inputs differ > 32x in range in float (default true; edgekit.onnx.mixed_range)",
     "transformer_rules": "edgekit's transformer defaults on a transformer ONNX (default true; edgekit.onnx.attention)",
     "split_outliers": "MLP down-projection outlier input channels in float (default true; edgekit.onnx.outliers)",
@@ -109,9 +110,10 @@ class OpenVinoBackend(Backend):
         from edgekit.backends.openvino.nncf import quantize_ir
 
         check_options(options.extra)
+        rules = transformer_rules(source.path, options.extra) if source.format == "onnx" else None
         with tempfile.TemporaryDirectory(prefix="edgekit-ov-split-") as tmp:
-            split, entry = split_outlier_channels(source, calib, options, Path(tmp))
-            art = quantize_ir(split, calib, options, Path(out_dir))
+            split, entry = split_outlier_channels(source, calib, options, Path(tmp), rules)
+            art = quantize_ir(split, calib, with_transformer_defaults(options, rules), Path(out_dir))
         if split is source:
             return art
         art.provenance.update({"from": source.path.name, **entry})
@@ -125,12 +127,14 @@ class OpenVinoBackend(Backend):
         variants = per_channel_variants(quant)
         if extra.get("fast_bias_correction"):  # NNCF's full bias correction
             variants.append({"extra": {"fast_bias_correction": False}})
+        rules = transformer_rules(reference, extra)
         if wants_smoothing(quant, reference):
-            variants.append({"extra": {"smooth_quant": SMOOTH_ALPHA}})
+            if not rules.smooths(extra):  # a transformer is smoothed by default (with_transformer_defaults)
+                variants.append({"extra": {"smooth_quant": SMOOTH_ALPHA}})
             # OpenVINO fuses attention into one op whose int8 inputs lose most of the rest: on the benchmark
             # transformer, smoothing alone left cosine at 0.908; with attention in float it reached 0.999
             variants.append({"exclude": (FUSED_ATTENTION,), "extra": {"smooth_quant": SMOOTH_ALPHA}})
-        down = [n for n in transformer_rules(reference, extra).down_projections if n not in quant.exclude]
+        down = [n for n in rules.down_projections if n not in quant.exclude]
         if down:  # the MLP down-projections in float (edgekit.onnx.attention): all-MiniLM-L6-v2 0.9906 -> 0.9976
             variants.append({"exclude": tuple(down)})
         if extra.get("activation_ranges", "minmax") == "minmax":
@@ -151,13 +155,25 @@ class OpenVinoBackend(Backend):
         return ir_layer_errors(artifact, reference, data, max_samples)
 
 
-def split_outlier_channels(source: Artifact, calib, options: QuantOptions, work: Path) -> tuple[Artifact, dict]:
+def with_transformer_defaults(options: QuantOptions, rules) -> QuantOptions:
+    """`options` with the transformer's SmoothQuant default (edgekit.onnx.attention: alpha 0.5 on the ONNX
+    source, the user's `smooth_quant` wins) instead of NNCF's own (0.95). all-MiniLM-L6-v2 with the outlier
+    split, on a VNNI/AMX Xeon (no overflow fix), embedding cosine / neighbour agreement against FP32: NNCF's
+    0.9972 / 0.891 (TorchScript export) and 0.9973 / 0.906 (dynamo), edgekit's 0.9984 / 0.953 on both."""
+    if rules is None or not rules.smooths(options.extra):
+        return options
+    return replace(options, extra=rules.quant_extra(options.extra))
+
+
+def split_outlier_channels(source: Artifact, calib, options: QuantOptions, work: Path,
+                           rules=None) -> tuple[Artifact, dict]:
     """An ONNX transformer source with its MLP down-projections' outlier input channels split off into float
     (edgekit.onnx.outliers; NNCF leaves the Einsum they go to in float): all-MiniLM-L6-v2 embedding cosine 0.9906
-    -> 0.9970, neighbour agreement 0.86 -> 0.92 on both exports. (source, {}) when there is nothing to split."""
+    -> 0.9970, neighbour agreement 0.86 -> 0.92 on both exports. (source, {}) when there is nothing to split.
+    `rules`: the source's transformer_rules, when the caller has them."""
     if source.format != "onnx":
         return source, {}
-    rules = transformer_rules(source.path, options.extra)
+    rules = rules or transformer_rules(source.path, options.extra)
     path, entry = rules.split_outliers(source.path, work, calib, options)
     if path == source.path:
         return source, {}
