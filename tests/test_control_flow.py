@@ -65,4 +65,4 @@ def test_tensorrt_names_the_if_node_it_cannot_place_qdq_in(cli, branchy, tmp_pat
     r = cli("quantize", branchy / "if.onnx", "--target", "tensorrt", "--calib", branchy / "x.npy", "-o", tmp_path)
     assert r.exit_code == 4, r.output
     assert "If node 'branch' holds 2" in r.stderr and len(r.stderr.strip().splitlines()) == 2  # error + hint
-    assert not any(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["edgekit.log"])  # at most the libraries' log

@@ -19,17 +19,15 @@ def handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from edgekit.core import runlog
-        from edgekit.core.console import error, note
+        from edgekit.core.console import error
 
         debug = click.get_current_context().find_root().obj.get("debug", False)
-        failure = None  # a failure the libraries' own words may explain (not bad input, exit 2)
         try:
             return fn(*args, **kwargs)
         except EdgekitError as e:
             if debug:
                 traceback.print_exc()
             error(e.message, e.hint)
-            failure = e.exit_code != 2
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             error("interrupted; no partial artifact was kept")
@@ -44,13 +42,10 @@ def handle_errors(fn):
                 traceback.print_exc()
             error(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                   "run with --debug for the traceback and report it")
-            failure = True
             sys.exit(4)
         finally:
-            log = runlog.finish()  # the libraries' output, in the output folder
+            runlog.finish()  # the libraries' output, in the output folder (an error stays one line + hint)
             runlog.stop()
-            if failure and log is not None:
-                note(f"the libraries' own output: {log}")
 
     return wrapper
 
