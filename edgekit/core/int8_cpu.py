@@ -18,6 +18,8 @@ from edgekit.core.hostinfo import cpu_info
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 ARM_DOT_FLAGS = frozenset({"asimddp", "i8mm"})
 X86 = ("x86_64", "amd64", "i686", "x86")
+X86_KINDS = ("amx", "vnni", "avx2", "sse")
+SATURATING = ("avx2", "sse")  # u8 x s8 pairs summed in 16 bits
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,11 @@ class Int8Cpu:
 
     @property
     def saturates(self) -> bool:
-        return self.kind in ("avx2", "sse")
+        return self.kind in SATURATING
 
     def choices(self) -> dict[str, dict]:
         """Each target's int8 settings on this CPU (what its backend applies when the profile says nothing)."""
-        x86 = self.kind in ("amx", "vnni", "avx2", "sse")
+        x86 = self.kind in X86_KINDS
         return {
             "onnxruntime": {"activations": "uint8" if x86 else "int8", "reduce_range": self.saturates},
             "openvino": {"overflow_fix": "enable" if self.saturates else ("disable" if x86 else None)},
@@ -63,5 +65,5 @@ def int8_cpu(flags=None, machine: str | None = None) -> Int8Cpu:
         kind = "arm-dot" if flags & ARM_DOT_FLAGS else "arm"
     else:
         kind = "other"
-    accumulates = "16-bit pairs (saturating)" if kind in ("avx2", "sse") else "32-bit"
+    accumulates = "16-bit pairs (saturating)" if kind in SATURATING else "32-bit"
     return Int8Cpu(kind, accumulates, tuple(sorted(flags & (VNNI_FLAGS | ARM_DOT_FLAGS | {"avx2"}))))

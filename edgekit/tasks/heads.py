@@ -210,7 +210,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, 
     cls = np.asarray(classes, np.float64)[order]
     # Each class shifted to its own stretch of the plane: boxes of different classes never intersect,
     # so no class test is needed (the offset trick of torchvision's batched_nms).
-    b = b + (cls * (np.abs(b).max(initial=0.0) * 2 + 1))[:, None] if len(b) else b
+    b = b + (cls * (np.abs(b).max(initial=0.0) * 2 + 1))[:, None]
     x1, y1, x2, y2 = (np.ascontiguousarray(b[:, i]) for i in range(4))
     areas = (x2 - x1).clip(0) * (y2 - y1).clip(0)
 
