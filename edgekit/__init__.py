@@ -4,7 +4,20 @@ The Python API mirrors the command line one to one (edgekit.api): `edgekit.quant
 `edgekit quantize ...`. Importing edgekit needs no optional runtime.
 """
 
-from edgekit.api import bench, check, compile, deploy, export, prune, quantize, validate
+from edgekit.api import (
+    bench,
+    check,
+    compile,
+    deploy,
+    emulate,
+    emulate_status,
+    emulate_stop,
+    export,
+    prune,
+    quantize,
+    sweep,
+    validate,
+)
 from edgekit.core.errors import (
     BackendError,
     CheckFailedError,
@@ -15,8 +28,9 @@ from edgekit.core.errors import (
 from edgekit.core.version import __version__
 
 __all__ = ["Artifact", "BackendError", "CheckFailedError", "EdgekitError", "InvalidInputError",
-           "TargetUnavailableError", "__version__", "bench", "check", "compile", "deploy", "export",
-           "load_profile", "open_data", "prune", "quantize", "validate"]
+           "TargetUnavailableError", "__version__", "bench", "check", "compile", "deploy", "emulate", "emulate_status",
+           "emulate_stop", "export",
+           "load_profile", "open_data", "prune", "quantize", "sweep", "validate"]
 
 
 def __getattr__(name: str):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from edgekit.pipeline.measure import BenchResult, ValidateResult
     from edgekit.pipeline.prune import PruneReport
     from edgekit.pipeline.quantize import QuantizeResult
+    from edgekit.pipeline.sweep import SweepResult
     from edgekit.report.gate import CheckResult
 
 def _check_paths(model, options: dict, data_options: tuple[str, ...]) -> None:
@@ -36,7 +37,8 @@ def _check_paths(model, options: dict, data_options: tuple[str, ...]) -> None:
             check_data_path(options[name], "--" + name)
 
 
-__all__ = ["bench", "check", "compile", "deploy", "export", "prune", "quantize", "validate"]
+__all__ = ["bench", "check", "compile", "deploy", "emulate", "emulate_status", "emulate_stop", "export", "prune",
+           "quantize", "sweep", "validate"]
 
 
 def export(model, *, output, inputs=(), weights=None, static=False, opset=None, no_simplify=False,
@@ -126,6 +128,44 @@ def deploy(model=None, **options) -> DeployResult:
     from edgekit.pipeline.deploy_request import DeployRequest, deploy_request
 
     return deploy_request(model, keyword_options(DeployRequest, "deploy", options), set(options))
+
+
+def sweep(model=None, **options) -> SweepResult:
+    """`edgekit sweep`: every pruning ratio x precision x calibration method built once, validated and benchmarked
+    on each profile; the Pareto front and the recommended point (lowest latency within every budget) per profile,
+    in `output`/sweep.json/.md/.html. Options as SweepRequest (profiles, prune, precisions, calib_methods, calib,
+    val, val_limit, distill, search, accuracy_budget, min_seconds, weights, trust_pickle, ray, in_process, workers,
+    resume, inputs, preprocess, labels, consts, task, masks, output); axes take lists or "a,b" strings.
+    Points run as Ray tasks when Ray is installed (`edgekit[sweep]`), else in-process. `.exit_code` is the command's."""
+    _check_paths(model, options, ("calib", "val", "distill"))
+    from edgekit.pipeline.arguments import keyword_options
+    from edgekit.pipeline.sweep import SweepRequest
+    from edgekit.pipeline.sweep import sweep as run
+
+    return run(model, keyword_options(SweepRequest, "sweep", options), set(options))
+
+
+def emulate(arch: str = "aarch64", **options):
+    """`edgekit device emulate ARCH`: build (once, cached) and start the emulated aarch64 device (qemu 10, needs
+    root); options runtimes, cpu, port. Returns the running EmulatedDevice (its `.url`); `emulate_status()` and
+    `emulate_stop()` are `--status` and `--stop`."""
+    from edgekit.remote.emulated import emulate as start
+
+    return start(arch, **options)
+
+
+def emulate_status():
+    """`edgekit device emulate --status`: the running emulated device, or None."""
+    from edgekit.remote.emulated import emulated_status
+
+    return emulated_status()
+
+
+def emulate_stop():
+    """`edgekit device emulate --stop`: end the emulated device's processes by their PIDs."""
+    from edgekit.remote.emulated import stop_emulated
+
+    return stop_emulated()
 
 
 def check(report=None, *, config=None, baseline=None, max_accuracy_drop=None, max_latency_increase=None,

@@ -157,6 +157,22 @@ def test_faster_coco_eval_gives_pycocotools_numbers_on_noisy_detections():
     assert fast["per_class"] == pytest.approx(reference["per_class"], abs=1e-9)
 
 
+def test_indexed_truth_and_detections_score_the_same_however_often_they_are_reused():
+    from edgekit.tasks.coco import CocoDetections, CocoTruth, coco_map
+
+    rng = np.random.default_rng(5)
+    scenes_ = [scene(rng, int(rng.integers(1, 4))) for _ in range(12)]
+    labels = [s[:, [0, 1, 2, 3, 5]] for s in scenes_]
+    pseudo = [s[:-1, [0, 1, 2, 3, 5]] for s in scenes_]  # another truth: one object fewer per image
+    dets = [np.column_stack([s[:, :4] + rng.normal(0, 3, (len(s), 4)), rng.uniform(0.3, 1, len(s)), s[:, 5]])
+            for s in scenes_]
+    fresh = [coco_map(labels, dets), coco_map(pseudo, dets)]
+    truths, got = [CocoTruth(labels), CocoTruth(pseudo)], CocoDetections(dets)
+    for _ in range(2):  # as the detect task scores one candidate against both, and a search many candidates
+        assert [t.score(got) for t in truths] == fresh
+    assert fresh[0] != fresh[1] and 0.2 < fresh[0]["map"] < 1.0, fresh
+
+
 def expected_boxes(objects: np.ndarray) -> np.ndarray:
     return objects[np.argsort(-objects[:, 4], kind="stable")]
 

@@ -100,6 +100,8 @@ class Backend(abc.ABC):
     other_formats: tuple[str, ...] = ()
     # formats `edgekit inspect-quant` reads with inspect_layers
     inspectable_formats: tuple[str, ...] = ("onnx",)
+    # precisions it builds (a sweep refuses the others before any work)
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
     # converts from the PyTorch .pt2 when there is one
     prefers_pytorch: bool = False
     # the deployable file is built on the device itself (not portable)

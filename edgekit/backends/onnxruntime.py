@@ -33,6 +33,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     deploy_format = "onnx"
     other_formats = ("ort",)  # compile's `ort_format` output
+    precisions = ("fp32", "int8")  # no fp16 path on the CPU provider
 
     def check_available(self) -> None:
         try:
@@ -63,12 +64,14 @@ class OnnxRuntimeBackend(Backend):
             smoothed, splitting = rules.split_outliers(smoothed, Path(tmp), calib, options, default=False)
             prepared = preprocess_for_quantization(smoothed, Path(tmp) / "prepared.onnx")
             nodes_to_exclude = _resolve_excluded(prepared, options.exclude)
+            down = rules.float_down_projections(options.extra, default=True)
+            float_down = [n for n in _resolve_excluded(prepared, down, required=False) if n not in nodes_to_exclude]
             mixed, mixed_info = detect_for_quantization(prepared, calib, options.extra)
             kept_float = [n for n in float_node_names(mixed) if n not in nodes_to_exclude]
             reader = CalibrationReader(calib, options.max_samples)
             with atomic_path(out) as tmp_out:
                 run_quantize_static(prepared, Path(tmp_out), reader, options, (activation, reduce_range), rules,
-                                    nodes_to_exclude + kept_float)
+                                    nodes_to_exclude + float_down + kept_float)
                 correction = {"bias_correction": False}
                 if bias_correction(options):
                     from edgekit.onnx.bias_correction import correct_qdq_biases
@@ -82,7 +85,8 @@ class OnnxRuntimeBackend(Backend):
                 "from": source.path.name, "quantizer": f"onnxruntime.quantization {package_version('onnxruntime')}",
                 "format": "QDQ", "calibration": options.method, "calibration_samples": reader.count,
                 "per_channel": options.per_channel, "activations": activation, "weights": "int8",
-                "reduce_range": reduce_range, "excluded_nodes": nodes_to_exclude, **mixed_info, **smoothing,
+                "reduce_range": reduce_range, "excluded_nodes": nodes_to_exclude, "float_down_projections": float_down,
+                **mixed_info, **smoothing,
                 **correction, **rules.to_provenance(), **splitting, **cpu.to_provenance(), **main_graph_only_note(source.path, out, self.name),
             },
         )
@@ -132,14 +136,15 @@ class OnnxRuntimeBackend(Backend):
             variants.append({"extra": {"bias_correction": True}})
         # a transformer is smoothed by default (edgekit.onnx.attention); other alphas measured no better on
         # all-MiniLM-L6-v2 (0.3: cosine 0.9942, 0.8: 0.9944, against 0.9948), so the search goes on to ranges
-        # and then to layers in float (there its FFN output MatMuls: 0.9985, neighbour agreement 0.97)
+        # and then to layers in float (its FFN down-projections, unless the default already keeps them so)
         rules = transformer_rules(reference, quant.extra)
         smooth = wants_smoothing(quant, reference) and not rules.smooths(quant.extra)
         if smooth:
             variants.append({"extra": {"smooth_quant": SMOOTH_ALPHA}})
         ranges = range_variants(quant, smooth)
         fast = [v for v in ranges if "cost" not in v]
-        down = [n for n in rules.down_projections if n not in quant.exclude]
+        already = rules.float_down_projections(quant.extra, default=True)
+        down = [n for n in rules.down_projections if n not in quant.exclude and n not in already]
         return variants + fast + ([{"exclude": tuple(down)}] if down else []) + [v for v in ranges if "cost" in v]
 
 
@@ -193,8 +198,9 @@ def preprocess_for_quantization(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _resolve_excluded(model_path: Path, patterns: tuple[str, ...]) -> list[str]:
-    """Node names kept in float: exact names, op types, or fnmatch patterns on names."""
+def _resolve_excluded(model_path: Path, patterns: tuple[str, ...], required: bool = True) -> list[str]:
+    """Node names kept in float: exact names, op types, or fnmatch patterns on names (`required`: a user's
+    --exclude, which must match)."""
     if not patterns:
         return []
     import fnmatch
@@ -206,7 +212,7 @@ def _resolve_excluded(model_path: Path, patterns: tuple[str, ...]) -> list[str]:
         if any(p == n.op_type or fnmatch.fnmatchcase(n.name, p) or n.name.startswith(p + "/MatMulAddFusion")
                for p in patterns)
     ]
-    if not chosen:
+    if not chosen and required:
         raise InvalidInputError(f"--exclude {', '.join(patterns)} matches no node in {model_path.name}")
     return chosen
 

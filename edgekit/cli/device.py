@@ -38,6 +38,61 @@ def check(targets, devices_file, accept_new_host_key, device_timeout, as_json):
                    (("cpu", "cores", "memory", "python", "runtimes"), _check_cells))
 
 
+@device.command()
+@click.argument("arch", required=False, default="aarch64", metavar="[aarch64]")
+@click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["tflite", "onnxruntime"]),
+              help="Runtimes in the device (repeat; default: both).")
+@click.option("--cpu", default=None, metavar="CPU",
+              help="qemu CPU model: cortex-a76 (Raspberry Pi 5, default), cortex-a72 (Pi 4), cortex-a55, ...")
+@click.option("--profile", default=None, metavar="PROFILE", help="Take the CPU from a profile's [hardware] emulated_cpu.")
+@click.option("--port", type=int, default=None, help="sshd port on 127.0.0.1 (default: a free one).")
+@click.option("--stop", is_flag=True, help="Stop the running emulated device (its processes, by their PIDs).")
+@click.option("--status", is_flag=True, help="Say whether it runs, and its URL.")
+@json_output
+def emulate(arch, runtimes, cpu, profile, port, stop, status, as_json):
+    """An emulated ARM device on this x86 host (qemu 10, needs root): the real ARM int8 kernels, reached over SSH.
+
+    Builds an arm64 Debian root with Python, numpy and the runtimes once (cached), starts sshd in it on
+    127.0.0.1 and prints its ssh:// URL and devices file. Accuracy there is the ARM kernels'; latency is
+    40-500x slower than the board and is never judged against a budget.
+    """
+    from edgekit.core.console import echo_json
+    from edgekit.core.errors import InvalidInputError
+    from edgekit.remote.emulated import DEFAULT_CPU, emulated_status, stop_emulated
+    from edgekit.remote.emulated import emulate as start
+
+    if stop and status:
+        raise InvalidInputError("--stop and --status are separate actions: give one")
+    if stop or status:
+        found = stop_emulated() if stop else emulated_status()
+        if as_json:
+            echo_json({"running": found is not None and not stop, **({"stopped": found is not None} if stop else {}),
+                       "device": found.to_dict() if found else None})
+        elif found is None:
+            click.echo("emulated device: not running")
+        else:
+            click.echo(f"emulated device: {'stopped' if stop else 'running'} {found.url} (cpu {found.cpu}, pid {found.pid})")
+        return
+    if cpu is None and profile:
+        from edgekit.backends.registry import load_profile
+
+        cpu = load_profile(profile).hardware.emulated_cpu
+        if cpu is None:
+            raise InvalidInputError(f"profile '{profile}' has no [hardware] emulated_cpu", hint="give --cpu")
+    running = start(arch, tuple(runtimes) or ("tflite", "onnxruntime"), cpu or DEFAULT_CPU, port)
+    if as_json:
+        echo_json(running.to_dict())
+        return
+    from edgekit.core.console import print_kv
+
+    print_kv([("url", running.url), ("cpu", f"{running.cpu} (qemu {running.qemu})"), ("pid", str(running.pid)),
+              ("devices file", running.devices_file), ("EDGEKIT_SSH_OPTIONS", running.ssh_options_env)])
+    click.echo(f"\n  edgekit device check --devices {running.devices_file}\n"
+               f"  edgekit validate MODEL --devices {running.devices_file} ...\n"
+               "  edgekit device emulate --stop\n"
+               "latency there is emulated (40-500x slower than the board): not representative, never judged")
+
+
 def _print_info(info: dict) -> None:
     from edgekit.core.console import print_kv, warn
     from edgekit.core.int8_cpu import int8_cpu
@@ -68,7 +123,9 @@ def _print_info(info: dict) -> None:
         warn("the device has no numpy: pip install numpy there (the runner needs it)")
     if not any(name in runtimes for name in RUNTIME_NAMES):
         warn("no inference runtime on the device: pip install onnxruntime (or ai-edge-litert, openvino) there")
-    if info.get("cpu_governor") not in (None, "performance"):
+    if (info.get("model") or "").startswith("edgekit emulated aarch64"):
+        warn("an emulated device (qemu): its ARM kernels' outputs are real, its latency is not representative")
+    elif info.get("cpu_governor") not in (None, "performance"):
         warn(f"cpu governor is '{info['cpu_governor']}': latency varies with the clock; 'performance' gives "
              "steadier numbers")
 

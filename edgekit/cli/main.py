@@ -16,6 +16,7 @@ from edgekit.cli.inspect import inspect_quant
 from edgekit.cli.measure import bench, validate
 from edgekit.cli.options import CONTEXT
 from edgekit.cli.prune import prune
+from edgekit.cli.sweep import sweep
 from edgekit.core.version import __version__
 
 
@@ -38,7 +39,7 @@ def main(ctx, debug, quiet, verbose):
 
 
 for command in (export, quantize, compile_cmd, validate, bench, deploy, demo, profiles, doctor, prune, check,
-                baseline, device, inspect_quant):
+                baseline, device, inspect_quant, sweep):
     main.add_command(command)
 
 if __name__ == "__main__":

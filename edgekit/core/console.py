@@ -80,6 +80,10 @@ def accuracy_rows(acc: dict) -> list[tuple[str, str]]:
         sqnr = "exact" if out.get("sqnr_db") is None else f"{out['sqnr_db']:.1f} dB"
         rows.append((f"output {name}", f"cosine {out['cosine_mean']:.4g} (min {out['cosine_min']:.4g}), SQNR {sqnr}, "
                                        f"max abs err {out['max_abs_err']:.4g}"))
+    if arm := acc.get("arm_vs_x86"):  # the emulated aarch64 device: ARM kernels vs this host's x86 ones
+        same = f", top-1 same {arm['top1_agreement'] * 100:.1f}%" if "top1_agreement" in arm else ""
+        rows.append(("ARM vs x86", f"max |diff| {arm['max_abs_diff']:.4g}, mean {arm['mean_abs_diff']:.3g}, "
+                                   f"{arm['identical_fraction'] * 100:.1f}% identical{same}"))
     if tm := acc.get("task_metric"):
         rows.append((tm["name"], _task_metric_text(tm)))
     if acc.get("task") not in (None, "classify"):  # the task's other numbers (classify's are the rows above)

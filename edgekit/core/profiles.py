@@ -19,6 +19,7 @@ class Hardware:
     memory_mb: int | None = None
     accelerator: str | None = None
     generic: bool = False  # any machine of this arch (so the host is the real thing)
+    emulated_cpu: str | None = None  # the qemu CPU model of `edgekit device emulate --profile` (cortex-a76)
 
 
 @dataclass(frozen=True)

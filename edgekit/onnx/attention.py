@@ -20,8 +20,10 @@ same test SmoothQuant uses) and it has a Softmax (attention). For such a graph t
 - the MLP down-projections (`down_projections`: no LayerNorm precedes them, so SmoothQuant cannot reach them)
   can get their few outlier input channels split off into float (edgekit.onnx.outliers, option
   `split_outliers`): 0.995 -> 0.998 / 0.94-0.97. On ONNX Runtime that cost the speedup (int8 / FP32 time 0.77
-  -> 0.93-1.0: the attention output projections no longer fused into QGemm), so it is off there by default and
-  the search tries the down-projections wholly in float instead (0.9985 / 0.97); OpenVINO splits by default.
+  -> 0.93-1.0: the attention output projections no longer fused into QGemm), so there the down-projections stay
+  wholly in float instead (option `float_down_projections`, default true): 0.9956 / 0.891 -> 0.9990 / 0.984
+  (TorchScript export) and 0.969 (dynamo), int8 / FP32 time 0.64 -> 0.8. OpenVINO splits by default, and keeps
+  them wholly in float too where the overflow fix is on (edgekit.backends.openvino.backend.saturating_cpu_downs).
 
 Option `transformer_rules` of QuantOptions.extra (profile [runtime.options]): true = apply whenever the graph
 is a transformer (the default), false = quantize as for any other graph.
@@ -41,6 +43,7 @@ LINEAR_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")  # quantized; every oth
 FLOAT_OUTPUT_OPS = ("MatMul", "Gemm")  # int8 kernels with a float output: no Q/DQ on what they write
 ATTENTION_OPS = ("Softmax",)
 SMOOTH_OPTION, SMOOTH_ALPHA = "smooth_quant", 0.5  # edgekit.onnx.smoothquant's option and default alpha
+FLOAT_DOWN_OPTION = "float_down_projections"  # QuantOptions.extra: the MLP down-projections wholly in float
 ACTIVATIONS = ("Erf", "Tanh", "Gelu", "FastGelu", "BiasGelu", "Relu", "Sigmoid", "HardSigmoid", "Elu")
 ELEMENTWISE = ("Mul", "Add", "Div", "Sub", "Pow")  # of a decomposed GELU: x * 0.5 * (1 + erf(x / sqrt 2))
 SHAPE_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity")
@@ -89,6 +92,19 @@ class TransformerRules:
             raise InvalidInputError(f"option {SPLIT} = {value!r}: give true or false")
         nodes = self.down_projections if self.applies else ()
         return split_for_quantization(src, work, calib, nodes, max_samples, enabled=value)
+
+    def float_down_projections(self, extra: dict, default: bool) -> tuple[str, ...]:
+        """The down-projections to keep wholly in float when option `float_down_projections` says so (else
+        `default`; on ONNX Runtime true: the neighbour goal of an encoder is met only so), and the outlier split
+        does not already treat them."""
+        value = extra.get(FLOAT_DOWN_OPTION, default)
+        if not isinstance(value, bool):
+            raise InvalidInputError(f"option {FLOAT_DOWN_OPTION} = {value!r}: give true or false")
+        from edgekit.onnx.outliers import OPTION as SPLIT
+
+        if not (self.applies and value) or extra.get(SPLIT) is True:
+            return ()
+        return self.down_projections
 
     def summary(self) -> dict:
         """The provenance entry of a target that takes only the outlier split and SmoothQuant from these rules."""

@@ -57,6 +57,16 @@ def _str_list(choices: tuple[str, ...] | None = None):
     return check
 
 
+def _number_list(minimum: float = 0.0, below: float | None = None):
+    one = _number(minimum, below=below)
+
+    def check(v):
+        if not isinstance(v, list) or not v:
+            raise ValueError("a list of numbers")
+        return tuple(one(x) for x in v)
+    return check
+
+
 def _choice(*choices: str):
     def check(v):
         if v not in choices:
@@ -103,9 +113,14 @@ SCHEMA: dict[str, dict[str, Callable[[Any], Any]]] = {
     "bench": {"warmup": _number(0, integer=True), "min_runs": _number(1, integer=True),
               "min_seconds": _number(), "max_seconds": _number()},
     "check": {"baseline": _str, "max_accuracy_drop": _number(), "max_latency_increase": _increase},
+    # `edgekit sweep -c` (edgekit.pipeline.sweep.config reads it; checked here so `deploy -c` takes the file too)
+    "sweep": {"profiles": _str_list(), "prune": _number_list(0.0, below=1.0), "precisions": _str_list(PRECISIONS),
+              "calib_methods": _str_list(METHODS), "distill": _str, "search": _bool, "accuracy_budget": _number(),
+              "min_seconds": _number(), "val_limit": _number(1, integer=True), "ray": _str,
+              "workers": _number(1, integer=True), "output": _str},
 }
 PATH_KEYS = {("model", "weights"), ("data", "calib"), ("data", "val"), ("data", "labels"), ("data", "masks"),
-             ("deploy", "output"),
+             ("deploy", "output"), ("sweep", "distill"), ("sweep", "output"),
              ("check", "baseline")}
 
 
@@ -172,14 +187,14 @@ def load_config(path: str | Path) -> ProjectConfig:
             except ValueError as e:
                 raise InvalidInputError(f"{where}: '{section}.{key}' = {value!r} is not valid: expected {e}") from None
             if (section, key) in PATH_KEYS:
-                clean = str(_relative_to(path, clean))
+                clean = str(relative_to_config(path, clean))
             values[section][key] = clean
     config = ProjectConfig(path, values, lines)
     _check_semantics(config)
     return config
 
 
-def _relative_to(config_path: Path, value: str) -> Path:
+def relative_to_config(config_path: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (config_path.parent / p)
 
@@ -189,7 +204,7 @@ def resolve_model(config_path: Path, spec: str) -> str:
     file_part, colon, attr = spec.rpartition(":") if ":" in spec else (spec, "", "")
     if colon and not file_part.endswith(".py"):  # pkg.module:factory
         return spec
-    candidate = _relative_to(config_path, file_part)
+    candidate = relative_to_config(config_path, file_part)
     return f"{candidate}{colon}{attr}"
 
 
@@ -212,7 +227,7 @@ def _check_semantics(config: ProjectConfig) -> None:
         fail("model", "inputs", e)
     profiles = []
     for name in config.get("deploy", "profiles", ()):
-        candidate = _relative_to(config.path, name)
+        candidate = relative_to_config(config.path, name)
         ref = str(candidate) if name.endswith(".toml") or candidate.exists() else name
         try:
             load_profile(ref)

@@ -14,6 +14,7 @@ from pathlib import Path
 from edgekit.core.errors import InvalidInputError
 from edgekit.core.progress import progress_iter
 from edgekit.core.tensors import random_feed
+from edgekit.remote.emulated.chroot import emulation_of
 from edgekit.remote.jobs import RemoteOptions, artifact_job, read_outputs, run_job, write_samples
 from edgekit.remote.ssh import Device
 from edgekit.stages.bench import BenchOptions, Timing, latency_block
@@ -44,7 +45,10 @@ def bench_on_device(artifact, device: Device, threads: int | None, options: Benc
         outputs = read_outputs(tmp / "out" / "outputs.npz", 1, len(res["output_names"]))[0]
     timing = Timing(res["samples_ms"], res["first_ms"], res["load_ms"], res["peak_rss_mb"],
                     res.get("effective_precision"))
-    block = latency_block(timing, options, threads, device.url)
+    emulated = emulation_of(res["environment"])  # qemu's latency says nothing about the board's
+    block = latency_block(timing, options, threads, f"emulated aarch64 ({emulated['cpu']})" if emulated else device.url)
+    if emulated:
+        block.update(emulated=True, device=device.url)
     return {"latency_ms": block, "environment": device_environment(res["environment"], device),
             "outputs": dict(zip(res["output_names"], outputs)), "attempts": fetched.attempts}
 
@@ -74,7 +78,12 @@ def validate_on_device(artifact, ref, data, device: Device, threads: int | None,
 
     got = outputs_on_device(artifact, device, data, threads, remote, runtime_options)
     outs = [ordered_outputs(dict(zip(got["output_names"], sample)), ref.output_names) for sample in got["outputs"]]
-    return {"accuracy": compare(ref, outs), "environment": got["environment"]}
+    accuracy = compare(ref, outs)
+    if emulation_of(got["environment"]):  # ARM kernels on the emulated device: how far from this host's x86 ones
+        from edgekit.remote.emulated.divergence import arm_vs_x86
+
+        accuracy["arm_vs_x86"] = arm_vs_x86(artifact, ref, data, outs, accuracy, threads)
+    return {"accuracy": accuracy, "environment": got["environment"]}
 
 
 def device_environment(info: dict, device: Device) -> dict:
@@ -83,6 +92,8 @@ def device_environment(info: dict, device: Device) -> dict:
             "cpu_governor", "temperatures_c", "jetson", "throttled")
     env = {k: info[k] for k in keys if k in info and info[k] not in (None, {}, [])}
     env["device"] = device.url
+    if emulated := emulation_of(info):
+        env["emulated"] = emulated
     return env
 
 

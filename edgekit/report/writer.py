@@ -94,7 +94,9 @@ def _notes(r: dict) -> list[str]:
     if r.get("error"):
         notes.append(f"{name}: {r['error']}")
     where = (r.get("latency_ms") or {}).get("where")
-    if where and where != "host":
+    if (r.get("latency_ms") or {}).get("emulated"):
+        notes.append(f"{name}: latency measured on {where}: emulated, not representative (no latency budget judged)")
+    elif where and where != "host":
         notes.append(f"{name}: latency measured on {where}")
     # what the runtime really computed in, when that is not the row's name (OpenVINO: bf16 on AMX CPUs)
     ran = (r.get("latency_ms") or {}).get("effective_precision")

@@ -21,26 +21,43 @@ def coco_map(truth: Sequence[np.ndarray], detections: Sequence[np.ndarray], max_
     """{"map50", "map", "per_class": {class: AP@0.5}} of the detections, or None when the truth holds no box.
 
     Classes that never occur in the truth are left out of the mean, as COCOeval does."""
-    COCO, COCOeval = coco_library(library)
-    gt_anns = _annotations(truth, with_score=False)
-    if not gt_anns:
-        return None
-    dt_anns = _annotations(detections, with_score=True)
-    if not dt_anns:
-        return {"map50": 0.0, "map": 0.0, "per_class": {}}
-    classes = sorted({a["category_id"] for a in gt_anns + dt_anns})
-    images, categories = [{"id": i + 1} for i in range(len(truth))], [{"id": c} for c in classes]
-    with contextlib.redirect_stdout(io.StringIO()):  # both print progress
-        gt, dt = _indexed(COCO, images, categories, gt_anns), _indexed(COCO, images, categories, dt_anns)
-        ev = COCOeval(gt, dt, "bbox")
-        ev.params.maxDets = [max_det]
-        ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]  # only "all" is reported: 4x less work
-        ev.evaluate()
-        ev.accumulate()
-    precision = ev.eval["precision"][:, :, :, 0, 0]  # IoU thresholds x recall x classes, area "all"
-    return {"map50": _mean(precision[0]), "map": _mean(precision),
-            "per_class": {int(c) - 1: _mean(precision[0, :, k]) for k, c in enumerate(ev.params.catIds)
-                          if (precision[0, :, k] > -1).any()}}
+    return CocoTruth(truth, library).score(CocoDetections(detections, library), max_det)
+
+
+class CocoTruth:
+    """Ground truth indexed once for COCOeval, to score any number of detection sets against (the detect
+    task builds its FP32 pseudo truth and the labels' on a second thread, then scores the candidate)."""
+
+    def __init__(self, truth: Sequence[np.ndarray], library: str = "faster_coco_eval"):
+        self.library = coco_library(library)
+        anns = _annotations(truth, with_score=False)
+        self.index = _indexed(self.library[0], len(truth), anns) if anns else None
+
+    def score(self, detections: "CocoDetections", max_det: int = 300) -> dict | None:
+        """As `coco_map`. COCOeval takes its classes from the truth: a class only the detections have has no
+        AP, as before, and reading both indexes changes neither (a gt's 'ignore' is set from iscrowd 0)."""
+        if self.index is None:
+            return None
+        if detections.index is None:
+            return {"map50": 0.0, "map": 0.0, "per_class": {}}
+        with contextlib.redirect_stdout(io.StringIO()):  # both libraries print progress
+            ev = self.library[1](self.index, detections.index, "bbox")
+            ev.params.maxDets = [max_det]
+            ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]  # only "all" is reported: 4x less work
+            ev.evaluate()
+            ev.accumulate()
+        precision = ev.eval["precision"][:, :, :, 0, 0]  # IoU thresholds x recall x classes, area "all"
+        return {"map50": _mean(precision[0]), "map": _mean(precision),
+                "per_class": {int(c) - 1: _mean(precision[0, :, k]) for k, c in enumerate(ev.params.catIds)
+                              if (precision[0, :, k] > -1).any()}}
+
+
+class CocoDetections:
+    """One model's detections, indexed once for scoring against several truths."""
+
+    def __init__(self, detections: Sequence[np.ndarray], library: str = "faster_coco_eval"):
+        anns = _annotations(detections, with_score=True)
+        self.index = _indexed(coco_library(library)[0], len(detections), anns) if anns else None
 
 
 def coco_library(name: str = "faster_coco_eval"):
@@ -66,12 +83,15 @@ def _mean(p: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else 0.0
 
 
-def _indexed(COCO, images: list[dict], categories: list[dict], annotations: list[dict]):
+def _indexed(COCO, images: int, annotations: list[dict]):
     """A COCO object over these annotations. For detections this is what `loadRes` builds from boxes, less
     its copies and the box-shaped polygons a bbox evaluation never reads (a quarter of a call's time)."""
     coco = COCO()
-    coco.dataset = {"images": images, "categories": categories, "annotations": annotations}
-    coco.createIndex()
+    categories = sorted({a["category_id"] for a in annotations})
+    coco.dataset = {"images": [{"id": i + 1} for i in range(images)], "annotations": annotations,
+                    "categories": [{"id": c} for c in categories]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
     return coco
 
 

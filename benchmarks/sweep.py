@@ -1,0 +1,142 @@
+"""`edgekit sweep` on Ray against the same sweep in-process, side by side in one run (issue 18).
+
+Model: a small CNN built here (conv-bn-relu stem, four stages of two convs 32-128 channels, 3x96x96 input, 10 classes;
+random weights, fixed seed, BatchNorm statistics set on the data so its outputs depend on the input). Data: 64 smooth random images, each with its own colour cast and contrast (calibration), the first 32 validate.
+Grid: 3 pruning ratios (0, 0.25, 0.5) x 2 precisions (fp32, int8) x 2 profiles (x86-onnxruntime-cpu,
+x86-openvino-cpu): 12 points and 3 sources.
+
+Printed: the in-process sweep's wall time and the sum of its job build times (and their CPU time, against the
+Ray workers': equal CPU with longer wall time means the cores were busy with other work); that sum divided by the cores
+Ray used (the ideal parallel time); the Ray sweep's build wall time (first job submitted to last result) and
+with the local cluster's start; their ratio to the ideal (goal <= 1.2); whether both recommend the same point per
+profile.
+
+Run: .venv/bin/python benchmarks/sweep.py [--work DIR] [--workers N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GRID = {"prune": "0,0.25,0.5", "precisions": "fp32,int8", "profiles": ["x86-onnxruntime-cpu", "x86-openvino-cpu"]}
+INPUT = "input:1x3x96x96"
+
+
+def small_cnn():
+    """The benchmark's model (also loaded by the workers as benchmarks/sweep.py:small_cnn)."""
+    import torch
+    from torch import nn
+
+    def block(c_in, c_out, stride):
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                             nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+    class SmallCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+            self.stages = nn.Sequential(block(32, 32, 1), block(32, 64, 2), block(64, 96, 2), block(96, 128, 2))
+            self.head = nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.head(self.stages(self.stem(x)).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    net = SmallCNN().train()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # one pass sets the exact statistics
+    with torch.no_grad():  # BatchNorm statistics of the data: a random network whose outputs depend on its input
+        net(torch.from_numpy(images()))
+    return net.eval()
+
+
+def images() -> np.ndarray:
+    """64 smooth random images, 3x96x96, each with its own colour cast and contrast (so they differ after pooling)."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((64, 3, 12, 12)).astype(np.float32)
+    out = np.kron(base, np.ones((1, 1, 8, 8), np.float32)) * rng.uniform(0.3, 2.0, (64, 1, 1, 1)).astype(np.float32)
+    out += rng.standard_normal((64, 3, 1, 1)).astype(np.float32)
+    return out + 0.1 * rng.standard_normal(out.shape).astype(np.float32)
+
+
+def make_data(folder: Path) -> Path:
+    path = folder / "images.npy"
+    np.save(path, images())
+    return path
+
+
+def run(work: Path, workers: int | None) -> dict:
+    import edgekit
+
+    data = make_data(work)
+    common = dict(inputs=[INPUT], profiles=GRID["profiles"], prune=GRID["prune"], precisions=GRID["precisions"],
+                  calib=str(data), val_limit=32, min_seconds=0.5)
+    model = f"{Path(__file__).resolve()}:small_cnn"
+    t = time.perf_counter()
+    local = edgekit.sweep(model, output=str(work / "in-process"), in_process=True, **common).to_dict()
+    local_wall = time.perf_counter() - t
+    t = time.perf_counter()
+    ray = edgekit.sweep(model, output=str(work / "ray"), workers=workers, **common).to_dict()
+    ray_total = time.perf_counter() - t
+    cores = ray["run"]["workers"]
+    ideal = local["run"]["build_sum_s"] / cores
+    same = {name: (local["profiles"][name]["recommended"] or {}).get("settings")
+            == (ray["profiles"][name]["recommended"] or {}).get("settings") for name in local["profiles"]}
+    return {
+        "points": len(local["points"]), "jobs": local["run"]["jobs_built"], "cores": cores,
+        "in_process": {"wall_s": round(local_wall, 2), "build_wall_s": local["run"]["build_wall_s"],
+                       "build_sum_s": local["run"]["build_sum_s"], "build_cpu_s": local["run"]["build_cpu_s"],
+                       "bench_s": local["run"]["bench_s"]},
+        "ray": {"wall_s": round(ray_total, 2), "start_s": ray["run"]["engine_start_s"],
+                "build_wall_s": ray["run"]["build_wall_s"], "build_sum_s": ray["run"]["build_sum_s"],
+                "build_cpu_s": ray["run"]["build_cpu_s"],
+                "bench_s": ray["run"]["bench_s"]},
+        "ideal_s": round(ideal, 2),
+        "ratio_build": round(ray["run"]["build_wall_s"] / ideal, 3),
+        "ratio_with_start": round((ray["run"]["build_wall_s"] + ray["run"]["engine_start_s"]) / ideal, 3),
+        "recommended": {name: {"in_process": local["profiles"][name]["recommended"]["settings"]
+                               if local["profiles"][name]["recommended"] else None,
+                               "ray": ray["profiles"][name]["recommended"]["settings"]
+                               if ray["profiles"][name]["recommended"] else None} for name in local["profiles"]},
+        "same_recommended": all(same.values()),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path)
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-sweep-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result = run(work, args.workers)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    ip, r = result["in_process"], result["ray"]
+    print(f"grid: 3 pruning x 2 precisions x 2 profiles = {result['points']} points, {result['jobs']} jobs")
+    print(f"in-process: wall {ip['wall_s']:.1f} s, builds {ip['build_wall_s']:.1f} s (sum of job times "
+          f"{ip['build_sum_s']:.1f} s), benchmarks {ip['bench_s']:.1f} s")
+    print(f"ideal on {result['cores']} cores: {ip['build_sum_s']:.1f} / {result['cores']} = {result['ideal_s']:.1f} s")
+    print(f"Ray: builds {r['build_wall_s']:.1f} s (+ {r['start_s']:.1f} s starting the local cluster), "
+          f"benchmarks {r['bench_s']:.1f} s, wall {r['wall_s']:.1f} s")
+    print(f"CPU time of the build jobs: in-process {ip['build_cpu_s']:.1f} s, Ray workers {r['build_cpu_s']:.1f} s "
+          f"(their wall times: {ip['build_sum_s']:.1f} s, {r['build_sum_s']:.1f} s)")
+    print(f"ratio Ray builds / ideal: {result['ratio_build']:.2f} (with the start: {result['ratio_with_start']:.2f}); "
+          "goal <= 1.2")
+    for name, rec in result["recommended"].items():
+        print(f"recommended on {name}: in-process {rec['in_process']}, Ray {rec['ray']}")
+    print(f"same recommended point: {result['same_recommended']}")
+    print(f"outputs: {work}")
+
+
+if __name__ == "__main__":
+    main()
