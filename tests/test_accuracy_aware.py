@@ -280,10 +280,12 @@ def test_search_variants_follow_the_model_and_the_target(planted, tmp_path):
     assert cnn[-1]["method"] == "entropy"  # the slow one last
     assert calibration_variants("onnxruntime", QuantOptions(per_channel=False), planted)[0] == {"per_channel": True}
     ort = calibration_variants("onnxruntime", QuantOptions(), transformer)
-    # a transformer is smoothed by default (edgekit.onnx.attention): the search tries ranges, then its MLP
-    # down-projections in float
+    # a transformer is smoothed and keeps its MLP down-projections in float by default (edgekit.onnx.attention):
+    # the search tries ranges, and the down-projections in float only when the profile turned that off
     assert ort[0] == {"method": "percentile"} and {"extra": {"smooth_quant": 0.5}} not in ort
-    assert [len(v["exclude"]) for v in ort if "exclude" in v] == [2]  # fc2 of both blocks
+    assert not [v for v in ort if "exclude" in v]
+    int8_downs = calibration_variants("onnxruntime", QuantOptions(extra={"float_down_projections": False}), transformer)
+    assert [len(v["exclude"]) for v in int8_downs if "exclude" in v] == [2]  # fc2 of both blocks
     ov = calibration_variants("openvino", QuantOptions(), transformer)
     assert {"exclude": (OPENVINO_ATTENTION,), "extra": {"smooth_quant": 0.5}} in ov
     assert {"extra": {"smooth_quant": 0.5}} not in ov  # already the transformer default there too
