@@ -4,7 +4,7 @@ in this process (serialized per device, no build running beside), then the front
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgekit.core.console import note
@@ -44,7 +44,7 @@ def build_all(spec: SweepSpec, plan: Plan, store: Store, ray_address, in_process
     engine, how = open_engine(ray_address, in_process, workers)
     start_s = time.perf_counter() - started
     note(how)
-    spec = _with_parallel(spec, engine.parallel)
+    spec = replace(spec, parallel=engine.parallel)  # several jobs share the machine: one thread each
     try:
         wall = time.perf_counter()
         _run_jobs(engine, spec, plan, store, records, todo_sources, todo_points)
@@ -61,12 +61,6 @@ def _remove_leftovers(out: Path) -> None:
     for folder in (out / "sources", out / "points"):
         for tmp in folder.glob(".*") if folder.is_dir() else ():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _with_parallel(spec: SweepSpec, parallel: bool) -> SweepSpec:
-    from dataclasses import replace
-
-    return replace(spec, parallel=parallel)
 
 
 def _run_jobs(engine, spec, plan: Plan, store: Store, records: dict, todo_sources, todo_points) -> None:
