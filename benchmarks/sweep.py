@@ -5,6 +5,13 @@ random weights, fixed seed, BatchNorm statistics set on the data so its outputs 
 Grid: 3 pruning ratios (0, 0.25, 0.5) x 2 precisions (fp32, int8) x 2 profiles (x86-onnxruntime-cpu,
 x86-openvino-cpu): 12 points and 3 sources.
 
+Fair side by side: before either run, this process does once what a Ray worker does before its first job (imports,
+one tiny ONNX export: edgekit.pipeline.sweep.workers.warm, threads left alone), so the in-process job times hold no
+one-time start-up either; the Ray side's warm-up is in its start. The load average is printed before each side.
+The in-process jobs use every core each (ONNX Runtime, OpenVINO, torch threads), a Ray task one: the issue's ideal
+(their sum / cores) asks Ray to halve work already partly parallel. So the builds are also timed once more in a
+child process capped to one thread per library as a Ray worker is: that sum / cores is the one-CPU ideal.
+
 Printed: the in-process sweep's wall time and the sum of its job build times (and their CPU time, against the
 Ray workers': equal CPU with longer wall time means the cores were busy with other work); that sum divided by the cores
 Ray used (the ideal parallel time); the Ray sweep's build wall time (first job submitted to last result) and
@@ -73,25 +80,33 @@ def make_data(folder: Path) -> Path:
 
 
 def run(work: Path, workers: int | None) -> dict:
+    import os
+
     import edgekit
+    from edgekit.pipeline.sweep.workers import warm
 
     data = make_data(work)
+    warm_s = warm(threads=None)["seconds"]  # this process's threads as the in-process sweep has them
+    load = {"in_process": os.getloadavg()[0]}
     common = dict(inputs=[INPUT], profiles=GRID["profiles"], prune=GRID["prune"], precisions=GRID["precisions"],
                   calib=str(data), val_limit=32, min_seconds=0.5)
     model = f"{Path(__file__).resolve()}:small_cnn"
     t = time.perf_counter()
     local = edgekit.sweep(model, output=str(work / "in-process"), in_process=True, **common).to_dict()
     local_wall = time.perf_counter() - t
+    load["ray"] = os.getloadavg()[0]
     t = time.perf_counter()
     ray = edgekit.sweep(model, output=str(work / "ray"), workers=workers, **common).to_dict()
     ray_total = time.perf_counter() - t
     cores = ray["run"]["workers"]
     ideal = local["run"]["build_sum_s"] / cores
+    one_cpu = one_cpu_build_sum(work, data)
     same = {name: (local["profiles"][name]["recommended"] or {}).get("settings")
             == (ray["profiles"][name]["recommended"] or {}).get("settings") for name in local["profiles"]}
     return {
         "points": len(local["points"]), "jobs": local["run"]["jobs_built"], "cores": cores,
-        "in_process": {"wall_s": round(local_wall, 2), "build_wall_s": local["run"]["build_wall_s"],
+        "load_1min_before": load,
+        "in_process": {"warm_s": warm_s, "wall_s": round(local_wall, 2), "build_wall_s": local["run"]["build_wall_s"],
                        "build_sum_s": local["run"]["build_sum_s"], "build_cpu_s": local["run"]["build_cpu_s"],
                        "bench_s": local["run"]["bench_s"]},
         "ray": {"wall_s": round(ray_total, 2), "start_s": ray["run"]["engine_start_s"],
@@ -99,6 +114,8 @@ def run(work: Path, workers: int | None) -> dict:
                 "build_cpu_s": ray["run"]["build_cpu_s"],
                 "bench_s": ray["run"]["bench_s"]},
         "ideal_s": round(ideal, 2),
+        "one_cpu": {"build_sum_s": one_cpu, "ideal_s": round(one_cpu / cores, 2),
+                    "ratio_build": round(ray["run"]["build_wall_s"] / (one_cpu / cores), 3)},
         "ratio_build": round(ray["run"]["build_wall_s"] / ideal, 3),
         "ratio_with_start": round((ray["run"]["build_wall_s"] + ray["run"]["engine_start_s"]) / ideal, 3),
         "recommended": {name: {"in_process": local["profiles"][name]["recommended"]["settings"]
@@ -109,12 +126,38 @@ def run(work: Path, workers: int | None) -> dict:
     }
 
 
+def one_cpu_build_sum(work: Path, data: Path) -> float:
+    """The in-process builds again, in a fresh process whose libraries are capped to one thread as a Ray worker's
+    are: the work of the jobs at one CPU each, what N one-CPU workers can at best divide by N."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, __file__, "--one-cpu-builds", str(work / "one-cpu"), "--data", str(data)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["build_sum_s"]
+
+
+def _one_cpu_builds(out: Path, data: Path) -> None:
+    import edgekit
+    from edgekit.pipeline.sweep.workers import warm
+
+    warm(threads=1)  # imports and the one-thread caps, as a Ray worker does before its first job
+    doc = edgekit.sweep(f"{Path(__file__).resolve()}:small_cnn", output=str(out), in_process=True, inputs=[INPUT],
+                        profiles=GRID["profiles"], prune=GRID["prune"], precisions=GRID["precisions"],
+                        calib=str(data), val_limit=32, min_seconds=0.05).to_dict()
+    print(json.dumps({"build_sum_s": doc["run"]["build_sum_s"]}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path)
     ap.add_argument("--workers", type=int)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--one-cpu-builds", type=Path, help=argparse.SUPPRESS)  # the child of one_cpu_build_sum
+    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one_cpu_builds:
+        return _one_cpu_builds(args.one_cpu_builds, args.data)
     work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-sweep-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     result = run(work, args.workers)
@@ -123,15 +166,22 @@ def main() -> None:
         return
     ip, r = result["in_process"], result["ray"]
     print(f"grid: 3 pruning x 2 precisions x 2 profiles = {result['points']} points, {result['jobs']} jobs")
-    print(f"in-process: wall {ip['wall_s']:.1f} s, builds {ip['build_wall_s']:.1f} s (sum of job times "
-          f"{ip['build_sum_s']:.1f} s), benchmarks {ip['bench_s']:.1f} s")
+    print(f"load average (1 min) before: in-process {result['load_1min_before']['in_process']:.2f}, "
+          f"Ray {result['load_1min_before']['ray']:.2f}")
+    print(f"in-process: warm-up {ip['warm_s']:.1f} s (not timed), wall {ip['wall_s']:.1f} s, "
+          f"builds {ip['build_wall_s']:.1f} s (sum of job times {ip['build_sum_s']:.1f} s), "
+          f"benchmarks {ip['bench_s']:.1f} s")
     print(f"ideal on {result['cores']} cores: {ip['build_sum_s']:.1f} / {result['cores']} = {result['ideal_s']:.1f} s")
-    print(f"Ray: builds {r['build_wall_s']:.1f} s (+ {r['start_s']:.1f} s starting the local cluster), "
-          f"benchmarks {r['bench_s']:.1f} s, wall {r['wall_s']:.1f} s")
+    print(f"Ray: builds {r['build_wall_s']:.1f} s (+ {r['start_s']:.1f} s starting the local cluster and warming its "
+          f"workers), benchmarks {r['bench_s']:.1f} s, wall {r['wall_s']:.1f} s")
     print(f"CPU time of the build jobs: in-process {ip['build_cpu_s']:.1f} s, Ray workers {r['build_cpu_s']:.1f} s "
           f"(their wall times: {ip['build_sum_s']:.1f} s, {r['build_sum_s']:.1f} s)")
     print(f"ratio Ray builds / ideal: {result['ratio_build']:.2f} (with the start: {result['ratio_with_start']:.2f}); "
           "goal <= 1.2")
+    one = result["one_cpu"]
+    print(f"one-CPU ideal (the in-process builds again, one thread per library as in a Ray worker): "
+          f"{one['build_sum_s']:.1f} / {result['cores']} = {one['ideal_s']:.1f} s; ratio Ray builds / it: "
+          f"{one['ratio_build']:.2f}")
     for name, rec in result["recommended"].items():
         print(f"recommended on {name}: in-process {rec['in_process']}, Ray {rec['ray']}")
     print(f"same recommended point: {result['same_recommended']}")

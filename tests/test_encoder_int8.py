@@ -146,6 +146,7 @@ def test_onnxruntime_default_int8_keeps_the_embeddings(encoder, tmp_path):
     rules = Artifact.load(art.path).provenance["transformer_rules"]  # in the sidecar
     assert rules["applied"] and rules["quantized_op_types"][:2] == ["MatMul", "Gemm"]
     assert art.provenance["smooth_quant"]["alpha"] == 0.5 and art.provenance["split_outliers"] == "off"
+    assert art.provenance["calibration"] == "minmax"  # --method auto: a transformer keeps min/max ranges
     downs = art.provenance["float_down_projections"]  # in float by default on ONNX Runtime
     assert len(downs) == LAYERS and all("fc2" in n for n in downs), downs
     int8_downs, art = int8_cosine(encoder, tmp_path / "int8-downs", extra={"float_down_projections": False})

@@ -174,14 +174,15 @@ def test_perturbed_weights_fail_on_accuracy(perturbed_onnx, tiny_data, labelled_
 
 
 def test_baseline_recorded_faster_fails_on_latency(clean_runs, cli, tmp_path):
-    """The baseline claims 20% less time than this very run measured: a 20% slowdown."""
+    """The baseline claims 40% less time than this very run measured: a 67% slowdown, beyond what even a
+    fully busy machine may add (10% + BUSY_RESIDUAL); a 20% one is tested on controlled samples below."""
     current = clean_runs[1]
     fast = make_baseline(copy.deepcopy(current), "scaled")
     for row in fast["results"]:
         lat = row["latency_ms"]
-        lat["samples"] = [s / 1.2 for s in lat["samples"]]
+        lat["samples"] = [s * 0.6 for s in lat["samples"]]
         for k in ("p50", "p90", "p95", "p99", "mean", "min", "max"):
-            lat[k] /= 1.2
+            lat[k] *= 0.6
     r = cli("check", save(current, tmp_path / "cur.json"), "--baseline", save(fast, tmp_path / "fast.json"),
             "--max-latency-increase", "10%")
     assert r.exit_code == 1, r.output
@@ -358,3 +359,26 @@ def test_slowdown_while_the_machine_itself_drifted_is_a_warning_not_a_failure():
     assert compare_latency(block, drifted).verdict == "warn"
     steady = {"p50": 2 * block["p50"], "samples": (2 * base_samples).tolist(), "probe_samples": base_probe.tolist()}
     assert compare_latency(block, steady).verdict == "fail"  # same machine speed: the model is to blame
+
+
+def test_busy_machine_widens_the_latency_allowance():
+    """Measured beside a CPU hog: an unchanged tiny model +18.7% relative to the probe, the probe +6%,
+    other processes using about two thirds of the CPU. That is a warning, not a failure; the same
+    numbers on a machine nothing else used fail, and a slowdown far beyond the busy allowance fails."""
+    rng = np.random.default_rng(5)
+    probe = 0.25 * rng.lognormal(0, 0.03, 300)
+    model = 0.036 * rng.lognormal(0, 0.05, 300)
+
+    def run(scale, busy, probe_scale=1.0):
+        block = _block(model * scale, probe * probe_scale)
+        if busy is not None:
+            block["machine_busy"] = busy
+        return block
+
+    loaded = compare_latency(run(1.0, 0.6), run(1.258, 0.65, 1.06))
+    assert loaded.ratio == pytest.approx(1.187, abs=0.01) and loaded.busy == 0.65
+    assert loaded.verdict == "warn" and "busy machine" in loaded.message and "65%" in loaded.message
+    assert compare_latency(run(1.0, None), run(1.258, None, 1.06)).verdict == "fail"
+    assert compare_latency(run(1.0, 0.02), run(1.258, 0.02, 1.06)).verdict == "fail"
+    beyond = compare_latency(run(1.0, 0.6), run(1.6, 0.65))
+    assert beyond.verdict == "fail" and beyond.fail_limit == pytest.approx(1.1 + 0.3 * 0.65)

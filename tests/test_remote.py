@@ -228,7 +228,8 @@ def test_bench_over_ssh_matches_local(server, device_python, tiny_onnx, threads)
     for name, value in local_out.items():
         assert np.array_equal(got["outputs"][name], value), name  # bit-exact: same runtime, threads, feed
     remote, local = got["latency_ms"], bench_artifact(art, threads, QUICK)
-    assert set(local) <= set(remote)  # the same report schema
+    # the same report schema, but for the host's record of other processes' CPU use (core/machine_busy.py)
+    assert set(local) - {"machine_busy"} <= set(remote)
     assert remote["where"] == server.url and remote["threads"] == threads and remote["runs"] >= QUICK.min_runs
     assert 0.2 < remote["p50"] / local["p50"] < 5, (remote["p50"], local["p50"])  # the same order
     assert got["environment"]["device"] == server.url and got["environment"]["runtimes"] == {

@@ -190,3 +190,41 @@ def test_without_ray_the_sweep_runs_in_process_and_says_so(monkeypatch, cli, tmp
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "out" / "sweep.json").read_text())["run"]["engine"] == "in-process"
     assert "Ray is not installed" in r.output and "edgekit[sweep]" in r.output
+
+
+def test_a_ray_worker_keeps_onnxruntime_and_openvino_to_its_cpu(tmp_path):
+    """Both size their pools to the machine's cores by default (four threads on two cores for two workers)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    code = """
+import os, onnx
+from onnx import TensorProto, helper
+from edgekit.pipeline.sweep.workers import cap_threads
+cap_threads(1)
+path = os.path.join(os.environ["OUT"], "relu.onnx")
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+import onnxruntime as ort
+so = ort.SessionOptions()
+ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+explicit = ort.SessionOptions(); explicit.intra_op_num_threads = 2
+ort.InferenceSession(path, explicit, providers=["CPUExecutionProvider"])
+print("ort", so.intra_op_num_threads, explicit.intra_op_num_threads)
+try:
+    from edgekit.backends.openvino.runtime import import_openvino
+    ov = import_openvino()
+except Exception:
+    print("ov none")
+else:
+    print("ov", ov.Core().compile_model(path, "CPU").get_property("INFERENCE_NUM_THREADS"))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "OUT": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert "ort 1 2" in lines  # unset -> the worker's one CPU; a caller's explicit count wins
+    assert "ov 1" in lines or "ov none" in lines

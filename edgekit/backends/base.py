@@ -23,7 +23,7 @@ from edgekit.onnx.sensitivity import LayerError, layer_errors
 class QuantOptions:
     """Target-independent int8 settings; `extra` carries target-specific ones."""
 
-    method: str = "minmax"  # minmax | entropy | percentile
+    method: str = "auto"  # auto (the target's own choice for the model) | minmax | entropy | percentile
     per_channel: bool = True
     max_samples: int = 300
     exclude: tuple[str, ...] = ()  # node names / op types kept in float

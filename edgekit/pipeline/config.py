@@ -16,7 +16,7 @@ from typing import Any, Callable
 from edgekit.core.errors import EdgekitError, InvalidInputError
 
 PRECISIONS = ("fp32", "fp16", "int8")
-METHODS = ("minmax", "entropy", "percentile")
+METHODS = ("auto", "minmax", "entropy", "percentile")
 PREPROCESS_KEYS = ("preset", "size", "resize", "crop", "mean", "std", "layout", "order")
 
 

@@ -32,7 +32,7 @@ class DeployRequest(DataOptions, DeviceOptions, TaskOptions):
     precisions: tuple = ()  # default: fp32 and each profile's
     accuracy_budget: float | None = None
     search_time: float | None = None
-    method: str = "minmax"
+    method: str = "auto"
     weights: str | None = None
     trust_pickle: bool = False
     min_seconds: float = 2.0

@@ -25,7 +25,7 @@ from edgekit.pipeline.arguments import (
 )
 from edgekit.pipeline.compile import ArtifactResult
 
-METHODS = ("minmax", "entropy", "percentile")
+METHODS = ("auto", "minmax", "entropy", "percentile")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +37,7 @@ class QuantizeRequest(DataOptions, TaskOptions):
     calib: object  # calibration data: a path or a data source
     val: object = None
     reference: object = None  # the FP32 ONNX (default: MODEL when it is ONNX)
-    method: str = "minmax"
+    method: str = "auto"  # the target's choice (edgekit.backends.onnxruntime.resolved_method)
     per_tensor: bool = False
     max_samples: int = 300
     precision: str = "int8"

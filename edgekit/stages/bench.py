@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from edgekit.core.latency import compact_samples, latency_stats
+from edgekit.core.machine_busy import cpu_snapshot, others_share
 from edgekit.core.progress import progress_iter
 
 
@@ -36,6 +37,7 @@ class Timing:
     effective_precision: str | None = None  # what really ran, when it differs from the artifact
     device_timing: dict | None = None  # the runner's own timings (TensorRT: GPU compute, copies)
     probe_ms: list[float] | None = None  # the machine-speed probe timed after each run (speedprobe.py)
+    machine_busy: float | None = None  # share of the machine other processes used meanwhile (machine_busy.py)
 
 
 def time_runner(runner, feed: dict | None, options: BenchOptions, probe=None) -> Timing:
@@ -55,6 +57,7 @@ def time_runner(runner, feed: dict | None, options: BenchOptions, probe=None) ->
         runner.infer(feed)
     samples: list[float] = []
     infer, clock = runner.infer, time.perf_counter
+    cpu_before = cpu_snapshot()
     began = clock()
     while True:
         t0 = clock()
@@ -68,9 +71,11 @@ def time_runner(runner, feed: dict | None, options: BenchOptions, probe=None) ->
             break
         if len(samples) >= options.max_runs or elapsed >= options.max_seconds:
             break
+    busy = others_share(cpu_before, cpu_snapshot())
     return Timing(samples, first_ms, runner.load_ms,
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, runner.effective_precision,
-                  runner.timing_report(skip=1 + options.warmup), probe.samples if probe is not None else None)
+                  runner.timing_report(skip=1 + options.warmup), probe.samples if probe is not None else None,
+                  busy)
 
 
 def run_block(timing: Timing, options: BenchOptions) -> dict:
@@ -92,6 +97,8 @@ def latency_block(timing: Timing, options: BenchOptions, threads: int | None, wh
     block["samples"] = compact_samples(timing.samples_ms)
     if timing.probe_ms is not None:
         block["probe_samples"] = compact_samples(timing.probe_ms)
+    if timing.machine_busy is not None:
+        block["machine_busy"] = timing.machine_busy
     return block
 
 

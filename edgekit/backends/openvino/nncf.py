@@ -84,7 +84,7 @@ def quantize_ir(source: Artifact, calib, options: QuantOptions, out_dir: Path) -
     nncf = import_nncf()
     if source.precision != "fp32":
         raise InvalidInputError(f"NNCF quantizes FP32 models; {source.path.name} is {source.precision}")
-    if options.method != "minmax":
+    if options.method not in ("auto", "minmax"):
         raise InvalidInputError(f"calibration method '{options.method}' is not available with NNCF",
                                 hint="NNCF calibrates with its own min/max statistics: use --method minmax")
     model, index, smoothing = _load_smoothed(source, calib, options)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import onnx
@@ -192,6 +192,8 @@ class TensorRtBackend(Backend):
                               cuda_graph=bool(options.get("cuda_graph", False)))
 
     def calibration_variants(self, quant: QuantOptions, reference: Path) -> list[dict]:
+        if quant.method == "auto":  # the Q/DQ path's auto is min/max (qdq.QdqSettings)
+            quant = replace(quant, method="minmax")
         variants = per_channel_variants(quant)
         smooth = wants_smoothing(quant, reference)
         if smooth:

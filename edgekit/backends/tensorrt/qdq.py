@@ -64,7 +64,8 @@ class QdqSettings:
         values = {k: v for k, v in extra.items() if k in known}
         if isinstance(values.get("keep"), list):
             values["keep"] = tuple(values["keep"])
-        settings = cls(method=options.method, per_channel=options.per_channel, max_samples=options.max_samples,
+        method = "minmax" if options.method == "auto" else options.method
+        settings = cls(method=method, per_channel=options.per_channel, max_samples=options.max_samples,
                        exclude=tuple(options.exclude), **values)
         settings.validate()
         return settings

@@ -95,7 +95,7 @@ class TfliteBackend(Backend):
         self.check_available()
         from edgekit.backends.tflite.quant import Int8Settings, quantize_int8
 
-        if options.method != "minmax":
+        if options.method not in ("auto", "minmax"):
             raise InvalidInputError(f"the tflite target calibrates with minmax, not {options.method}",
                                     hint="drop --method or use --method minmax")
         mixed_range = mixed_range_enabled(options.extra)  # a bad value fails before the conversion

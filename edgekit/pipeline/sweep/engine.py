@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from typing import Callable, Iterator
 
 from edgekit.core.errors import InvalidInputError, TargetUnavailableError
@@ -77,6 +78,24 @@ class RayEngine:
             ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=self._tmp, runtime_env=env,
                      log_to_driver=False, logging_level="CRITICAL")
         self.workers = int(ray.cluster_resources().get("CPU", 1))
+        try:
+            self.warm_s, self.warm_pids = self._warm()
+        except BaseException:  # Ctrl-C while warming: the caller never gets the engine to close
+            self.close()
+            raise
+
+    def _warm(self) -> tuple[float, set]:
+        """One cheap task per CPU before any job: Ray reuses its workers (max_calls 0), so each pays its imports and
+        thread caps here once, not inside the first point it runs. Best effort: Ray may give two to one worker."""
+        from edgekit.pipeline.sweep.workers import warm
+
+        start = time.perf_counter()
+        task = self._ray.remote(num_cpus=1, max_retries=0)(warm)
+        try:
+            done = self._ray.get([task.remote(1) for _ in range(self.workers)])
+        except self._ray.exceptions.RayError:  # a worker that cannot start: the jobs will say so
+            done = []
+        return round(time.perf_counter() - start, 2), {d["pid"] for d in done}
 
     def submit(self, fn: Callable, *args):
         if fn not in self._remote:  # no retry: a worker that dies fails its point, which the sweep reports
@@ -122,7 +141,8 @@ def open_engine(ray_address: str | None, in_process: bool, workers: int | None):
             raise TargetUnavailableError("--ray needs Ray", hint="pip install 'edgekit[sweep]'") from None
         return InProcess(), "Ray is not installed: points run in-process, one at a time (pip install 'edgekit[sweep]')"
     engine = RayEngine(ray_address, workers)
-    return engine, f"points run as Ray tasks on {engine.name}"
+    return engine, (f"points run as Ray tasks on {engine.name} ({len(engine.warm_pids)} workers warmed in "
+                    f"{engine.warm_s:.1f} s)")
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

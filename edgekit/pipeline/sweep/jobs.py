@@ -220,16 +220,10 @@ def _data(spec: SweepSpec, reference, base_path: Path, profile: Profile):
 
 def limit_threads(parallel: bool) -> None:
     """Jobs side by side on the machine's cores: one thread each, so two builds do not fight over two cores."""
-    if not parallel:
-        return
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[name] = "1"
-    try:
-        import torch
+    if parallel:
+        from edgekit.pipeline.sweep.workers import cap_threads
 
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+        cap_threads(1)
 
 
 def with_base(record: dict) -> dict:

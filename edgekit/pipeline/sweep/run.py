@@ -73,6 +73,10 @@ def _run_jobs(engine, spec, plan: Plan, store: Store, records: dict, todo_source
     def source_arg(key):  # a recorded source travels as its record, one still running as its handle
         return with_base(records[key]) if key in records else handles[key]
 
+    order = {s.key: i for i, s in enumerate(plan.sources)}
+    if engine.parallel:  # int8 builds (calibration, ~1 s) before the fp32 ones (~0.1 s) of a source: the last job
+        # to finish is a short one, so no worker idles long at the end; records are keyed, the order changes nothing
+        todo_points = sorted(todo_points, key=lambda j: (order[j.source_key], j.precision != "int8"))
     for job in todo_points:
         h = engine.submit(run_point, spec, job, source_arg(job.source_key), source_arg(base_key))
         handles[job.key], what[h] = h, ("point", job)
