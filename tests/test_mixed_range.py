@@ -180,7 +180,6 @@ def test_onnxruntime_keeps_the_scores_by_default_and_loses_them_when_off(two_bra
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] in ("head", "output") for n in q.graph.node)
 
 
-
 # ids, not names: conftest skips anything with the keyword `tensorrt` on a machine without a GPU
 @pytest.mark.parametrize("target", ["onnxruntime", "openvino", "tflite", "tensorrt"], ids=["ort", "ov", "tfl", "trt"])
 def test_a_bad_option_value_is_one_line_invalid_input(two_branch, tmp_path, target):

@@ -14,7 +14,6 @@ import numpy as np
 
 MEMORY_BUDGET = 2 << 30  # bytes of intermediate outputs held at once
 MAX_STRIDE = 64
-_DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}  # onnx TensorProto -> bytes
 
 
 def activation_bytes(model_path: Path) -> int | None:
@@ -34,9 +33,16 @@ def activation_bytes(model_path: Path) -> int | None:
         if not t.HasField("shape"):
             continue
         dims = [d.dim_value if d.dim_value > 0 else 1 for d in t.shape.dim]
-        total += int(np.prod(dims)) * _DTYPE_BYTES.get(t.elem_type, 4)
+        total += int(np.prod(dims)) * _item_bytes(onnx, t.elem_type)
         known += 1
     return total if known else None
+
+
+def _item_bytes(onnx, elem_type: int) -> int:
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
+    except (KeyError, TypeError, ValueError):  # an undefined or exotic type: count it as float32
+        return 4
 
 
 def calibration_stride(samples: int, per_sample: int | None, budget: int = MEMORY_BUDGET) -> int | None:

@@ -27,6 +27,7 @@ from edgekit.backends.tensorrt.qdq import (
     name_unnamed_nodes,
     plan_placement,
     quantize_with_ort,
+    resolved_method,
     summarize_qdq,
 )
 from edgekit.core.artifact import Artifact
@@ -192,8 +193,7 @@ class TensorRtBackend(Backend):
                               cuda_graph=bool(options.get("cuda_graph", False)))
 
     def calibration_variants(self, quant: QuantOptions, reference: Path) -> list[dict]:
-        if quant.method == "auto":  # the Q/DQ path's auto is min/max (qdq.QdqSettings)
-            quant = replace(quant, method="minmax")
+        quant = replace(quant, method=resolved_method(quant.method))
         variants = per_channel_variants(quant)
         smooth = wants_smoothing(quant, reference)
         if smooth:

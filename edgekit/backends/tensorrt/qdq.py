@@ -37,6 +37,11 @@ METHODS = ("minmax", "entropy", "percentile")
 MIXED_RANGE = "inputs of mixed ranges, kept float (mixed_range_float)"
 
 
+def resolved_method(method: str) -> str:
+    """--method auto on the Q/DQ path: min/max (ModelOpt refuses percentile)."""
+    return "minmax" if method == "auto" else method
+
+
 @dataclass(frozen=True)
 class QdqSettings:
     """How to place and calibrate Q/DQ; profile `[runtime.options]` may set the fields after `exclude`."""
@@ -64,8 +69,7 @@ class QdqSettings:
         values = {k: v for k, v in extra.items() if k in known}
         if isinstance(values.get("keep"), list):
             values["keep"] = tuple(values["keep"])
-        method = "minmax" if options.method == "auto" else options.method
-        settings = cls(method=method, per_channel=options.per_channel, max_samples=options.max_samples,
+        settings = cls(method=resolved_method(options.method), per_channel=options.per_channel, max_samples=options.max_samples,
                        exclude=tuple(options.exclude), **values)
         settings.validate()
         return settings
