@@ -9,6 +9,7 @@ from edgekit.backends.base import CompileOptions
 from edgekit.backends.registry import get_backend
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import InvalidInputError
+from edgekit.core.tempdirs import temp_files_in
 from edgekit.pipeline.arguments import (
     DeviceOptions,
     as_output_folder,
@@ -50,6 +51,12 @@ class CompileRequest(DeviceOptions):
 
 
 def compile_model(model, request: CompileRequest) -> ArtifactResult:
+    """Its temporary files (and every library's) inside the output folder (core/tempdirs.py)."""
+    with temp_files_in(as_output_folder(request.output)):
+        return _compile_model(model, request)
+
+
+def _compile_model(model, request: CompileRequest) -> ArtifactResult:
     prof = as_profile(request.profile)
     backend = get_backend(request.target or (prof.runtime.target if prof else "onnxruntime"))
     device = request.device_args()

@@ -16,6 +16,7 @@ from edgekit.core.errors import InvalidInputError, TargetUnavailableError
 from edgekit.core.hostinfo import environment
 from edgekit.core.onnx_model import describe_onnx, external_data_files
 from edgekit.core.profiles import Profile
+from edgekit.core.tempdirs import temp_files_in
 from edgekit.pipeline.arguments import as_data, as_output_folder, resolve_inputs
 from edgekit.pipeline.deploy_builds import DeployBuilds
 from edgekit.pipeline.deploy_rows import profile_rows, row_precisions
@@ -40,6 +41,12 @@ class DeployResult:
 
 
 def deploy(model_spec: str, options: DeployOptions) -> DeployResult:
+    """Its temporary files (and every library's) inside the output folder (core/tempdirs.py)."""
+    with temp_files_in(as_output_folder(options.out_dir)):
+        return _deploy(model_spec, options)
+
+
+def _deploy(model_spec: str, options: DeployOptions) -> DeployResult:
     load_task(options.task)  # an unknown task or a callable that does not import: exit 2 before any work
     if options.prune:
         from edgekit.stages.prune.run import reject_onnx

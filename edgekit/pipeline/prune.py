@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.core.profiles import Profile
+from edgekit.core.tempdirs import temp_files_in
 from edgekit.pipeline.arguments import DataOptions, as_preprocess, as_specs, check_choice
 
 
@@ -50,6 +51,12 @@ class PruneReport:
 
 
 def prune(model, request: PruneRequest) -> PruneReport:
+    """Its temporary files (and every library's) beside the output file (core/tempdirs.py)."""
+    with temp_files_in(Path(request.output).parent):
+        return _prune(model, request)
+
+
+def _prune(model, request: PruneRequest) -> PruneReport:
     from edgekit.core.arrays import parse_consts
     from edgekit.stages.bench import BenchOptions
     from edgekit.stages.prune.recover import RecoveryOptions

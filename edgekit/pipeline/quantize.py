@@ -10,6 +10,7 @@ from edgekit.backends.base import QuantOptions
 from edgekit.backends.registry import get_backend
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import InvalidInputError
+from edgekit.core.tempdirs import temp_files_in
 from edgekit.pipeline.arguments import (
     DataOptions,
     TaskOptions,
@@ -71,6 +72,12 @@ class QuantizeResult(ArtifactResult):
 
 
 def quantize(model, request: QuantizeRequest) -> QuantizeResult:
+    """Its temporary files (and every library's) inside the output folder (core/tempdirs.py)."""
+    with temp_files_in(as_output_folder(request.output)):
+        return _quantize(model, request)
+
+
+def _quantize(model, request: QuantizeRequest) -> QuantizeResult:
     from edgekit.stages.normalize import normalized_source, removed_on_failure
     from edgekit.stages.validate import validate_artifact
 
