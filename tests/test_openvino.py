@@ -404,3 +404,45 @@ def test_telemetry_is_declined(ov):
     # with no consent file OpenVINO's converter and NNCF would send usage events; edgekit never may
     assert OptInChecker().check(enable_opt_in_dialog=False, disable_in_ci=False) == ConsentCheckResult.DECLINED
 
+
+
+def test_a_dead_node_left_by_the_onnx_frontend_no_longer_breaks_nncf():
+    """silero-vad's converted model keeps Squeezes on a live Constant that reach no output; NNCF builds its graph
+    from get_ops() and failed on them ("Could not find a node ... in NNCFGraph"). The IR round trip drops them."""
+    import nncf
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from edgekit.backends.openvino.runtime import dead_consumers, without_dead_consumers
+
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
+    w = ops.constant(np.random.default_rng(0).random((4, 3, 3, 3), np.float32))
+    y = ops.relu(ops.convolution(x, w, [1, 1], [0, 0], [0, 0], [1, 1]))
+    dead = ops.squeeze(w, ops.constant(np.array([0], np.int64)))  # held: a collected node leaves the graph
+    dead.set_friendly_name("dead_squeeze")
+    model = ov.Model([ops.result(y)], [x])
+    data = nncf.Dataset([{"x": np.random.default_rng(1).random((1, 3, 8, 8), np.float32)}])
+    assert dead_consumers(model) == ["dead_squeeze"]
+    with pytest.raises(Exception, match="dead_squeeze"):
+        nncf.quantize(model, data, subset_size=1)
+    clean = without_dead_consumers(model)
+    assert dead_consumers(clean) == []
+    quantized = nncf.quantize(clean, data, subset_size=1)
+    assert any(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
+
+
+def test_a_scalar_input_stays_a_scalar(tmp_path):
+    """np.ascontiguousarray turns a 0-d feed into shape (1), which OpenVINO refuses for a rank-0 input (silero-vad's
+    sample rate `sr`)."""
+    graph = helper.make_graph([helper.make_node("Cast", ["sr"], ["f"], to=TensorProto.FLOAT),
+                               helper.make_node("Mul", ["x", "f"], ["y"])], "scalar",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                               helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "scalar.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    backend = get_backend("openvino")
+    art = backend.compile(Artifact.load(path), None, tmp_path / "ir", CompileOptions("fp32"))
+    with backend.runner(art, 1) as runner:
+        out = runner.infer({"x": np.ones((1, 4), np.float32), "sr": np.array(3, np.int64)})
+    np.testing.assert_allclose(list(out.values())[0], np.full((1, 4), 3.0))

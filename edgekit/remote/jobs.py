@@ -331,7 +331,7 @@ def write_samples(path: Path, feeds, names: list[str]) -> int:
         for i, feed in enumerate(feeds):
             for k, name in enumerate(names):
                 with zf.open(f"s{i}_{k}.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.ascontiguousarray(feed[name]), allow_pickle=False)
+                    np.lib.format.write_array(f, np.asarray(feed[name], order="C"), allow_pickle=False)  # a scalar stays 0-d
             count += 1
     return count
 

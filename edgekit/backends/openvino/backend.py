@@ -279,7 +279,8 @@ class OpenVinoRunner(Runner):
                     f"input '{spec.name}' has shape {'x'.join(map(str, np.shape(feed[spec.name])))}, "
                     f"the model expects {spec.display_shape()}",
                     hint=f"recompile with --input {spec.name}:DIMS (? for a dynamic axis)")
-        inputs = {n: np.ascontiguousarray(feed[n], dtype=dt) for n, dt in self._dtypes.items()}
+        # not np.ascontiguousarray, which turns a scalar input (silero-vad's `sr`) into shape (1)
+        inputs = {n: np.asarray(feed[n], dtype=dt, order="C") for n, dt in self._dtypes.items()}
         try:
             # sharing skips a copy of the inputs; outputs are copied, so later calls cannot overwrite them
             result = self.request.infer(inputs, share_inputs=True)

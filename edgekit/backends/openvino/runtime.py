@@ -69,8 +69,31 @@ def load_model(source: Artifact):
             model = ov.convert_model(str(source.path))
         except Exception as e:
             raise conversion_error(e, index, source.path.name) from e
+    model = without_dead_consumers(model)
     index.add_ov_model(model)
     return model, index
+
+
+def dead_consumers(model) -> list[str]:
+    """Nodes that consume a live output but reach no model output: the ONNX frontend leaves some behind (silero-vad's
+    unused LSTM-state Squeezes); saving the IR drops them, but NNCF builds its graph from get_ops() and fails on them
+    ("Could not find a node ... in NNCFGraph")."""
+    live = {op.get_friendly_name() for op in model.get_ops()}
+    return sorted({inp.get_node().get_friendly_name() for op in model.get_ops() for out in op.outputs()
+                   for inp in out.get_target_inputs() if inp.get_node().get_friendly_name() not in live})
+
+
+def without_dead_consumers(model):
+    """The model as saving and reading its IR leaves it: dead nodes gone (a round trip through a temp folder)."""
+    if not dead_consumers(model):
+        return model
+    import tempfile
+
+    ov = import_openvino()
+    with tempfile.TemporaryDirectory(prefix="edgekit-ov-clean-") as tmp:
+        path = Path(tmp) / "model.xml"
+        ov.save_model(model, str(path), compress_to_fp16=False)
+        return ov.Core().read_model(str(path))  # read_model copies the weights into memory: the folder may go
 
 
 def reshape_inputs(model, specs, index: NodeIndex | None = None) -> dict[str, str]:

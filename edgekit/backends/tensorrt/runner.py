@@ -52,7 +52,7 @@ class TensorRtRunner(Runner):
         missing = [n for n in self._inputs if n not in feed]
         if missing:
             raise InvalidInputError(f"missing input '{missing[0]}'", hint="engine inputs: " + ", ".join(self._inputs))
-        arrays = {n: np.ascontiguousarray(feed[n], dtype=self._dtypes[n]) for n in self._inputs}
+        arrays = {n: np.asarray(feed[n], dtype=self._dtypes[n], order="C") for n in self._inputs}  # a scalar stays 0-d
         self._bind(arrays)
         cuda, ev, stream = self.cuda, self._events, self.stream
         cuda.record(ev[0], stream)
