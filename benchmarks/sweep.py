@@ -15,8 +15,9 @@ child process capped to one thread per library as a Ray worker is: that sum / co
 Printed: the in-process sweep's wall time and the sum of its job build times (and their CPU time, against the
 Ray workers': equal CPU with longer wall time means the cores were busy with other work); that sum divided by the cores
 Ray used (the ideal parallel time); the Ray sweep's build wall time (first job submitted to last result) and
-with the local cluster's start; their ratio to the ideal (goal <= 1.2); whether both recommend the same point per
-profile.
+with the local cluster's start; their ratio to the ideal (goal <= 1.2); the CPU bound (the Ray jobs' CPU time /
+cores: no schedule of that work on these cores is faster, and the ideal falls below it when an in-process job keeps
+more than one core busy); whether both recommend the same point per profile.
 
 Run: .venv/bin/python benchmarks/sweep.py [--work DIR] [--workers N] [--json]
 """
@@ -117,6 +118,10 @@ def run(work: Path, workers: int | None) -> dict:
         "one_cpu": {"build_sum_s": one_cpu, "ideal_s": round(one_cpu / cores, 2),
                     "ratio_build": round(ray["run"]["build_wall_s"] / (one_cpu / cores), 3)},
         "ratio_build": round(ray["run"]["build_wall_s"] / ideal, 3),
+        # no schedule of the same jobs on these cores can take less wall time than their CPU time / cores
+        "cpu_bound": {"s": round(ray["run"]["build_cpu_s"] / cores, 2),
+                      "ratio_build": round(ray["run"]["build_wall_s"] / (ray["run"]["build_cpu_s"] / cores), 3),
+                      "ideal_below_it": ideal < ray["run"]["build_cpu_s"] / cores},
         "ratio_with_start": round((ray["run"]["build_wall_s"] + ray["run"]["engine_start_s"]) / ideal, 3),
         "recommended": {name: {"in_process": local["profiles"][name]["recommended"]["settings"]
                                if local["profiles"][name]["recommended"] else None,
@@ -182,6 +187,11 @@ def main() -> None:
     print(f"one-CPU ideal (the in-process builds again, one thread per library as in a Ray worker): "
           f"{one['build_sum_s']:.1f} / {result['cores']} = {one['ideal_s']:.1f} s; ratio Ray builds / it: "
           f"{one['ratio_build']:.2f}")
+    bound = result["cpu_bound"]
+    print(f"CPU bound (the Ray jobs' CPU time / {result['cores']} cores, what no schedule beats): {bound['s']:.1f} s; "
+          f"ratio Ray builds / it: {bound['ratio_build']:.2f}"
+          + ("; the ideal above is below this bound: the in-process jobs ran on more than one core each"
+             if bound["ideal_below_it"] else ""))
     for name, rec in result["recommended"].items():
         print(f"recommended on {name}: in-process {rec['in_process']}, Ray {rec['ray']}")
     print(f"same recommended point: {result['same_recommended']}")
