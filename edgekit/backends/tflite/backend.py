@@ -31,6 +31,8 @@ QUANTIZE_HINT = "edgekit quantize MODEL --target tflite --calib DATA -o DIR"
 # QuantOptions.extra key: false keeps an int8 model whose output is one value for every sample (the
 # accuracy search measures it and keeps layers in float, rather than stopping at the first int8)
 REFUSE_CONSTANT_OUTPUT = "refuse_constant_output"
+# QuantOptions.extra / [runtime.options] key: false quantizes ops that XNNPACK cannot run in int8 anyway
+XNNPACK_FLOAT = "xnnpack_float"
 
 
 class TfliteBackend(Backend):
@@ -106,6 +108,7 @@ class TfliteBackend(Backend):
             max_samples=options.max_samples,
             refuse_constant_output=bool(options.extra.get(REFUSE_CONSTANT_OUTPUT, True)),
             mixed_range_float=mixed_range,
+            float_where_xnnpack_needs=bool(options.extra.get(XNNPACK_FLOAT, True)),
         )
 
         dtypes = {name: d["dtype"] for name, d in signature_inputs(float_model).items()}

@@ -18,6 +18,7 @@ import fnmatch
 import os
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Iterable
@@ -48,6 +49,7 @@ class Int8Settings:
     max_samples: int = 300
     refuse_constant_output: bool = True  # off in the accuracy search, which measures such a model instead
     mixed_range_float: bool = True  # ops whose inputs differ > 32x in range stay float (tflite/mixed_range.py)
+    float_where_xnnpack_needs: bool = True  # int8 ops XNNPACK cannot run stay float (tflite/delegation.py)
 
 
 def _aeq():
@@ -73,6 +75,7 @@ def quantize_int8(float_model: bytes, samples: Callable[[], Iterable[dict]], cou
         for edge in (op.INPUT, op.OUTPUT):
             q.update_quantization_recipe(".*", edge, algorithm_key=AlgorithmName.NO_QUANTIZE)
     excluded = _exclude(q, float_model, settings.exclude, op, AlgorithmName)
+    broadcast_float = _float_broadcast_constant_ops(q, float_model, op, AlgorithmName)
     n = min(count, settings.max_samples)
     recipes = recipe_manager.RecipeManager()
     recipes.load_quantization_recipe(q.get_quantization_recipe())
@@ -92,6 +95,9 @@ def quantize_int8(float_model: bytes, samples: Callable[[], Iterable[dict]], cou
             with status("quantizing to int8"), np.errstate(invalid="ignore", divide="ignore"), \
                     library_output("ai-edge-quantizer"):
                 model = bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
+            delegate_float = []
+            if settings.float_where_xnnpack_needs and not settings.int8_io:
+                model, delegate_float = _float_where_xnnpack_needs(q, float_model, model, qsvs, op, AlgorithmName)
     except (InvalidInputError, KeyboardInterrupt):
         raise
     except Exception as e:
@@ -110,10 +116,39 @@ def quantize_int8(float_model: bytes, samples: Callable[[], Iterable[dict]], cou
         "activations": "int8", "io_dtype": "int8" if settings.int8_io else "float32",
         "calibration": "min/max over all samples", "calibration_samples": n,
         "bias_corrected_layers": corrected, "zero_weight_channels_repaired": repaired, "excluded": excluded,
+        "float_for_xnnpack": dict(delegate_float),  # op type -> how many
+        "float_broadcast_constant": broadcast_float,
         **mixed_info, **quality,
     }
     announce(mixed, "tflite")
     return model, info
+
+
+def _float_where_xnnpack_needs(q, float_model: bytes, model: bytes, qsvs, op, AlgorithmName) -> tuple[bytes, list]:
+    """Quantized again (same ranges) with the int8 ops that XNNPACK leaves to reference kernels in float."""
+    from edgekit.backends.tflite.delegation import int8_only_undelegated
+
+    known = {v.value for v in op}
+    keep = [(t, name) for t, name in int8_only_undelegated(float_model, model) if t in known]
+    if not keep:
+        return model, []
+    for t, name in keep:
+        q.update_quantization_recipe(_scope_regex(name), op(t), algorithm_key=AlgorithmName.NO_QUANTIZE)
+    with status(f"keeping {len(keep)} ops in float for XNNPACK"), np.errstate(invalid="ignore", divide="ignore"), \
+            library_output("ai-edge-quantizer"):
+        model = bytes(q.quantize(qsvs, enable_progress_report=False).quantized_model)
+    return model, sorted(Counter(t for t, _ in keep).items())
+
+
+def _float_broadcast_constant_ops(q, float_model: bytes, op, AlgorithmName) -> list[str]:
+    """Same-scale ops with a broadcast constant input stay float: ai-edge-quantizer fails on them."""
+    from edgekit.backends.tflite.broadcast_constants import broadcast_constant_ops
+
+    known = {v.value for v in op}
+    kept = [(t, name) for t, name in broadcast_constant_ops(float_model) if t in known]
+    for t, name in kept:
+        q.update_quantization_recipe(_scope_regex(name), op(t), algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return [name for _, name in kept]
 
 
 def _signature_inputs(model: bytes) -> dict[str, int]:
