@@ -7,7 +7,15 @@ import sys
 import click
 
 from edgekit import api
-from edgekit.cli.options import data_options, device_options, input_option, json_output, show, task_options
+from edgekit.cli.options import (
+    data_options,
+    device_options,
+    input_option,
+    json_output,
+    method_option,
+    show,
+    task_options,
+)
 
 
 @click.command()
@@ -42,8 +50,7 @@ def _print_exported(art) -> None:
 @click.option("--calib", required=True, type=click.Path(), help="Calibration data (.npy, .npz, image folder).")
 @click.option("--val", type=click.Path(), help="Validation data: also report accuracy vs the FP32 model.")
 @click.option("--reference", type=click.Path(), help="FP32 ONNX to validate against (default: MODEL when it is ONNX).")
-@click.option("--method", type=click.Choice(["auto", "minmax", "entropy", "percentile"]), default="auto",
-              show_default=True, help="Calibration ranges. auto: percentile on onnxruntime for a detector (a YOLO-style head), else minmax.")
+@method_option
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weights.")
 @click.option("--max-samples", type=int, default=300, show_default=True, help="Calibration samples used at most.")
 @click.option("--precision", type=click.Choice(["int8", "fp16"]), default="int8", show_default=True,

@@ -13,6 +13,7 @@ from edgekit.cli.options import (
     given_options,
     input_option,
     json_output,
+    method_option,
     show,
     task_options,
 )
@@ -30,8 +31,7 @@ from edgekit.cli.options import (
               help="Max accuracy drop in points (overrides the profile); int8 that misses it is searched for one that meets it.")
 @click.option("--search-time", type=float, metavar="SECONDS",
               help="Safety net on each int8 artifact's --accuracy-budget search (default 3600 s); it ends by its steps.")
-@click.option("--method", type=click.Choice(["auto", "minmax", "entropy", "percentile"]), default="auto",
-              show_default=True, help="Calibration ranges. auto: percentile on onnxruntime for a detector (a YOLO-style head), else minmax.")
+@method_option
 @click.option("--weights", type=click.Path(), help="State dict for a PyTorch factory.")
 @click.option("--trust-pickle", is_flag=True)
 @click.option("--min-seconds", type=float, default=2.0, show_default=True, help="Benchmark duration per row.")

@@ -66,6 +66,15 @@ def input_option(fn):
                              "state:2x?x128@batch=1 (samples stacked on axis 1 in data files). Repeat for several.")(fn)
 
 
+def method_option(fn):
+    """--method: calibration ranges, for quantize and deploy."""
+    return click.option("--method", type=click.Choice(["auto", "minmax", "entropy", "percentile"]), default="auto",
+                        show_default=True,
+                        help="Calibration ranges. auto: the target's choice for the model (onnxruntime: percentile, "
+                             "min/max for a transformer; tflite: mean of per-sample min/max, ranges at run time for "
+                             "an encoder; openvino: NNCF's).")(fn)
+
+
 def json_output(fn):
     """--json, and typed errors as one line + hint with their exit code: what every command has."""
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(handle_errors(fn))

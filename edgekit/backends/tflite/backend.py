@@ -98,8 +98,8 @@ class TfliteBackend(Backend):
         from edgekit.backends.tflite.quant import Int8Settings, quantize_int8
 
         if options.method not in ("auto", "minmax"):
-            raise InvalidInputError(f"the tflite target calibrates with minmax, not {options.method}",
-                                    hint="drop --method or use --method minmax")
+            raise InvalidInputError(f"the tflite target takes --method auto or minmax, not {options.method}",
+                                    hint="drop --method (auto) or use --method minmax")
         mixed_range = mixed_range_enabled(options.extra)  # a bad value fails before the conversion
         float_model, inputs, outputs, io, provenance = self._float_source(source, calib)
         settings = Int8Settings(
@@ -110,6 +110,10 @@ class TfliteBackend(Backend):
             mixed_range_float=mixed_range,
             float_where_xnnpack_needs=bool(options.extra.get(XNNPACK_FLOAT, True)),
         )
+        choice = {}
+        if options.method == "auto":
+            ranges, reason = auto_ranges(float_model, settings.int8_io)
+            settings, choice = replace(settings, ranges=ranges), {"calibration_choice": f"auto: {ranges}, {reason}"}
 
         dtypes = {name: d["dtype"] for name, d in signature_inputs(float_model).items()}
 
@@ -120,7 +124,7 @@ class TfliteBackend(Backend):
 
         model, info = quantize_int8(float_model, samples, len(calib), settings)
         return _save(model, Path(out_dir) / f"{source.path.stem}.int8.tflite", "int8", inputs, outputs, io,
-                     {"from": source.path.name, **provenance, **info})
+                     {"from": source.path.name, **provenance, **info, **choice})
 
     def _float_source(self, source: Artifact, calib):
         """(float .tflite bytes, ONNX-layout inputs, outputs, IoMap, provenance) for any accepted source."""
@@ -154,6 +158,8 @@ class TfliteBackend(Backend):
 
     def calibration_variants(self, quant: QuantOptions, reference: Path) -> list[dict]:
         variants = per_channel_variants(quant)
+        if quant.method == "auto":  # min/max over all samples, static: what auto does not do for any model
+            variants.append({"method": "minmax"})
         if quant.extra.get("bias_correction") is False:
             variants.append({"extra": {"bias_correction": True}})
         return variants
@@ -175,6 +181,18 @@ class TfliteBackend(Backend):
             raise InvalidInputError(f"an int8 .tflite is compared with its float .tflite, not {Path(reference).name}",
                                     hint="--reference MODEL.tflite from `edgekit compile MODEL.pt2 --target tflite`")
         return tflite_layer_errors(float_art, artifact, data, max_samples)
+
+
+def auto_ranges(float_model: bytes, int8_io: bool = False) -> tuple[str, str]:
+    """`--method auto` on TFLite, and why: an encoder (fully-connected layers hold most multiply-adds) quantizes
+    its activations at run time (tflite/compute_share.py); anything else takes NNCF's mean of per-sample min/max."""
+    from edgekit.backends.tflite.compute_share import ENCODER_SHARE, matmul_share
+
+    share = matmul_share(float_model)
+    why = f"{share:.0%} of multiply-adds fully connected"
+    if share > ENCODER_SHARE and not int8_io:  # int8 inputs and outputs need static ranges
+        return "dynamic", f"an encoder ({why})"
+    return "mean_minmax", why
 
 
 def _save(model: bytes, out: Path, precision: str, inputs: list[TensorSpec], outputs: list[str], io: IoMap | None,
