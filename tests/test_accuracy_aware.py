@@ -292,4 +292,5 @@ def test_search_variants_follow_the_model_and_the_target(planted, tmp_path):
     assert {"exclude": (OPENVINO_ATTENTION,), "extra": {"smooth_quant": 0.5}} in ov
     assert {"extra": {"smooth_quant": 0.5}} not in ov  # already the transformer default there too
     assert calibration_variants("tflite", QuantOptions(extra={"bias_correction": False}), planted) == [
-        {"extra": {"bias_correction": True}}]
+        {"method": "minmax"}, {"extra": {"bias_correction": True}}]
+    assert calibration_variants("tflite", QuantOptions(method="minmax"), planted) == []

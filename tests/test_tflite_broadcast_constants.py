@@ -61,7 +61,8 @@ def test_the_guard_is_a_select_with_a_broadcast_constant(built):
 
 def test_int8_quantizes_with_the_guard_in_float_and_stays_close(built):
     backend, src, fp32, data, x, tmp = built
-    int8 = backend.quantize(src, data, QuantOptions(), tmp / "int8")
+    # static ranges: by default a model of matrix products alone quantizes its activations at run time instead
+    int8 = backend.quantize(src, data, QuantOptions(method="minmax"), tmp / "int8")
     assert len(int8.provenance["float_broadcast_constant"]) == 1
 
     def outputs(art):
