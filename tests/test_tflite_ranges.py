@@ -1,5 +1,6 @@
-"""TFLite `--method auto`: NNCF's mean of per-sample min/max for a convolutional network (the model's outputs keep
-the min/max over all samples), activations quantized at run time for an encoder (tflite/compute_share.py).
+"""TFLite `--method auto`: NNCF's mean of per-sample min/max for a convolutional network (the model's inputs, outputs
+and small tensors keep the min/max over all samples), activations quantized at run time for an encoder
+(tflite/compute_share.py).
 Real litert-torch conversions and ai-edge-quantizer calibrations of tiny models, run on LiteRT."""
 
 from __future__ import annotations
@@ -106,12 +107,14 @@ def first_conv_scale(art) -> float:
 def test_one_extreme_calibration_sample_no_longer_sets_the_ranges(relu_models):
     backend, fp32, auto, minmax, val, _ = relu_models
     # 31 ordinary samples and one 30x: the mean range is about (31 + 30) / 32 = 1.9 ordinary ranges, not 30
+    # (measured: a 15x finer step)
     assert first_conv_scale(auto) < first_conv_scale(minmax) / 8
     ref = outputs(backend, fp32, val)
     error = {name: float(np.linalg.norm(outputs(backend, art, val) - ref) / np.linalg.norm(ref))
              for name, art in (("auto", auto), ("minmax", minmax))}
-    # on ordinary inputs; both share the logits' range of all samples (the next test), which bounds the gain
-    assert error["auto"] < error["minmax"], error
+    # on ordinary inputs no worse (measured 0.0579 against 0.0584): both share the logits' range of all samples
+    # (the next test), whose step is most of the error of this two-layer model
+    assert error["auto"] < 1.05 * error["minmax"], error
     assert cosine(outputs(backend, auto, val), ref) > 0.99
 
 
@@ -154,6 +157,7 @@ def test_an_encoder_quantizes_its_activations_at_run_time(encoder_models):
     ref = outputs(backend, fp32, val)
     dynamic = cosine(outputs(backend, auto, val).ravel(), ref.ravel())
     full = cosine(outputs(backend, static, val).ravel(), ref.ravel())
-    assert dynamic > 0.99 and dynamic > full, (dynamic, full)
+    # measured 1 - cosine: 5e-6 dynamic, 2.5e-4 static (random weights, no trained outliers to break it)
+    assert dynamic > 0.99 and 1 - dynamic < (1 - full) / 5, (dynamic, full)
     # int8 weights: the file is about a quarter of the float one
     assert auto.path.stat().st_size < 0.4 * fp32.path.stat().st_size
