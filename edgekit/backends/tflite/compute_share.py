@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.backends.tflite.flatbuffer import op_type_names, read
+from edgekit.backends.tflite.flatbuffer import elements, op_type_names, read
 
 MATMUL_OPS = ("FULLY_CONNECTED", "BATCH_MATMUL")
 CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D")
@@ -30,7 +30,7 @@ def matmul_share(model: bytes) -> float:
         t = names[o.opcodeIndex]
         if t not in MATMUL_OPS + CONV_OPS or not len(o.outputs):
             continue
-        out = _elements(sg.tensors[o.outputs[0]])
+        out = elements(sg.tensors[o.outputs[0]])
         if t in MATMUL_OPS:
             # the reduced dimension is the first input's last axis
             matmul += out * _dim(sg.tensors[o.inputs[0]], -1)
@@ -39,7 +39,7 @@ def matmul_share(model: bytes) -> float:
             conv += out * _product(w[1:3])
         elif t == "TRANSPOSE_CONV":
             w = sg.tensors[o.inputs[1]].shape  # out channels x kh x kw x in channels
-            conv += _elements(sg.tensors[o.inputs[2]]) * _product(w[:3])
+            conv += elements(sg.tensors[o.inputs[2]]) * _product(w[:3])
         else:
             w = sg.tensors[o.inputs[1]].shape  # out channels x (kd) x kh x kw x in channels
             conv += out * _product(w[1:])
@@ -47,14 +47,10 @@ def matmul_share(model: bytes) -> float:
     return matmul / total if total else 0.0
 
 
-def _elements(tensor) -> float:
-    return _product(tensor.shape)
-
-
 def _dim(tensor, axis: int) -> float:
     shape = tensor.shape
     return float(shape[axis]) if shape is not None and len(shape) else 1.0
 
 
-def _product(shape) -> float:
-    return float(np.prod([max(int(d), 1) for d in shape])) if shape is not None and len(shape) else 1.0
+def _product(dims) -> float:
+    return float(np.prod([max(int(d), 1) for d in dims])) if len(dims) else 1.0

@@ -27,6 +27,12 @@ def tensor_name(t) -> str:
     return t.name.decode() if isinstance(t.name, bytes) else str(t.name)
 
 
+def elements(tensor) -> int:
+    """Values in a tensor of its flatbuffer shape (a dynamic -1 or a 0-d tensor counts as 1)."""
+    shape = tensor.shape
+    return int(np.prod([max(int(d), 1) for d in shape])) if shape is not None and len(shape) else 1
+
+
 def op_type_names(model_obj) -> list[str]:
     """Builtin op name of every operator code, e.g. 'CONV_2D'."""
     fu = _fu()

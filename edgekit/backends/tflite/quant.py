@@ -54,7 +54,7 @@ class Int8Settings:
     refuse_constant_output: bool = True  # off in the accuracy search, which measures such a model instead
     mixed_range_float: bool = True  # ops whose inputs differ > 32x in range stay float (tflite/mixed_range.py)
     float_where_xnnpack_needs: bool = True  # int8 ops XNNPACK cannot run stay float (tflite/delegation.py)
-    ranges: str = "minmax"  # minmax: over all samples | mean_minmax: per-sample min/max averaged (NNCF's default)
+    ranges: str = "minmax"  # minmax: over all samples | mean_minmax: per-sample averaged (NNCF's) | dynamic: at run time
 
 
 def _aeq():
@@ -92,7 +92,7 @@ def quantize_int8(float_model: bytes, samples: Callable[[], Iterable[dict]], cou
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
             cal = calibrator.Calibrator(float_model, num_threads=os.cpu_count() or 1,
                                         qsv_update_func=qsv_utils.min_max_update)
-            qsvs = _calibrate(cal, islice(samples(), n), n, recipes, settings.ranges, _whole_range_names(float_model))
+            qsvs = _calibrate(cal, islice(samples(), n), n, recipes, settings.ranges, float_model)
             mixed, mixed_info = keep_mixed_float(q, float_model, qsvs, settings.mixed_range_float,
                                                  (op, AlgorithmName, _scope_regex))
             # all-zero weight channels divide by a zero range here; the bias correction below repairs them
@@ -132,10 +132,10 @@ RANGE_NAMES = {"minmax": "min/max over all samples", "mean_minmax": "mean of per
                "dynamic": "none: activation ranges are measured at run time"}
 
 
-def _calibrate(cal, feeds: Iterable[dict], n: int, recipes, ranges: str, whole: set[str]) -> dict:
+def _calibrate(cal, feeds: Iterable[dict], n: int, recipes, ranges: str, float_model: bytes) -> dict:
     """Every tensor's range: min/max over all samples, or (mean_minmax) each sample's min and max averaged over
     the samples, as NNCF ranges per-tensor activations, so a rare extreme sample widens a range by 1/n. The
-    tensors in `whole` keep the min/max over all samples either way: the model's outputs (NNCF leaves them in
+    tensors of _whole_range_names keep the min/max over all samples either way: the model's outputs (NNCF leaves them in
     float, and averaged they clipped EfficientNet-Lite0's logits: top-1 agreement 0.968 -> 0.710), its inputs
     (clipped, the data itself changes) and small tensors (averaged, the pooled features of the planted model of
     test_accuracy_aware_tflite were clipped and it missed its budget whatever layers stayed float)."""
@@ -157,7 +157,7 @@ def _calibrate(cal, feeds: Iterable[dict], n: int, recipes, ranges: str, whole: 
             done += 1
     if ranges != "mean_minmax":
         return cal.get_model_qsvs()
-    f32 = np.float32
+    f32, whole = np.float32, _whole_range_names(float_model)
     return {name: ({"min": acc["min"].astype(f32), "max": acc["max"].astype(f32)} if name in whole else
                    {"min": (acc["sum_min"] / done).astype(f32), "max": (acc["sum_max"] / done).astype(f32)})
             for name, acc in total.items()}
@@ -219,8 +219,7 @@ def _whole_range_names(model: bytes) -> set[str]:
     max of one sample say little about the next."""
     sg = fb.read(model).subgraphs[0]
     edges = {fb.tensor_name(sg.tensors[i]) for i in list(sg.inputs) + list(sg.outputs)}
-    small = {fb.tensor_name(t) for t in sg.tensors
-             if t.shape is not None and int(np.prod([max(int(d), 1) for d in t.shape])) < MEAN_RANGE_MIN_ELEMENTS}
+    small = {fb.tensor_name(t) for t in sg.tensors if fb.elements(t) < MEAN_RANGE_MIN_ELEMENTS}
     return edges | small
 
 
