@@ -154,6 +154,27 @@ def test_batchnorm_reestimation_reverted_when_it_matches_worse(tiny_data):
     torch.testing.assert_close(student.stem[1].running_mean, teacher.stem[1].running_mean)
 
 
+def test_recovery_runs_each_model_state_over_the_data_once(tiny_data):
+    """Validation data = calibration data (as in a sweep): the unpruned model is run over it once, the pruned
+    one once before BatchNorm re-estimation, once for it and once after (it was 3 and 5 passes)."""
+    samples: dict[int, int] = {}
+
+    def count(module, args, _out):  # deep copies carry the hook: teacher and student are counted apart
+        if args[0].shape[0] > 1:  # the one-sample trial runs and shape probes are not recovery
+            samples[id(module)] = samples.get(id(module), 0) + args[0].shape[0]
+
+    model = tiny_cnn()
+    model.register_forward_hook(count)
+    result = prune_model(model, PruneOptions(spec=PruneSpec(ratio=0.5), inputs=TINY, calib=str(tiny_data)))
+    student = samples.pop(id(result.model))
+    assert sorted(samples.values()) == [64]
+    assert student == 3 * 64
+    bn = result.report["recovery"]["batchnorm"]
+    assert bn["layers"] > 0 and "pruned" in result.report["accuracy"]
+    accuracy = result.report["accuracy"]
+    assert bn["kept"] or accuracy["batchnorm"] == accuracy["pruned"]  # reverted: the pruned model's numbers
+
+
 def test_distillation_lowers_loss_and_keeps_2_4_pattern(tiny_data):
     from edgekit.core.data import open_data
 

@@ -94,15 +94,17 @@ def reestimate_batchnorm(model, batches: Batches, batch_size: int = 16) -> int:
     return len(bns)
 
 
-def reestimate_batchnorm_checked(student, teacher, batches: Batches, options: RecoveryOptions) -> dict:
+def reestimate_batchnorm_checked(student, teacher, batches: Batches, options: RecoveryOptions,
+                                 outputs: "ModelOutputs | None" = None) -> dict:
     """Re-estimate BatchNorm, keeping the new statistics only if the pruned model then matches the
     unpruned one better on that same data (label-free). A few hundred crops of a few photos can be
     less representative than the statistics a model learnt on millions of images."""
     bns = [m for m in student.modules() if isinstance(m, _batchnorm_class())]
     saved = [(m.running_mean.clone(), m.running_var.clone()) for m in bns if m.running_mean is not None]
-    before = mean_distillation_loss(student, teacher, batches, options)
+    outputs = outputs or ModelOutputs()
+    before = mean_distillation_loss(student, teacher, batches, options, outputs)
     layers = reestimate_batchnorm(student, batches, options.batch_size)
-    after = mean_distillation_loss(student, teacher, batches, options)
+    after = mean_distillation_loss(student, teacher, batches, options, outputs)
     kept = after <= before
     if not kept:
         for m, (mean, var) in zip((m for m in bns if m.running_mean is not None), saved):
@@ -151,19 +153,62 @@ def distillation_loss(student_out: list, teacher_out: list, temperature: float =
     return total
 
 
-def mean_distillation_loss(student, teacher, batches: Batches, options: RecoveryOptions) -> float:
+def mean_distillation_loss(student, teacher, batches: Batches, options: RecoveryOptions,
+                           outputs: "ModelOutputs | None" = None) -> float:
+    """The distillation loss over every sample, batch by batch as training sees it."""
     import torch
 
+    outputs = outputs or ModelOutputs()
+    student_out, teacher_out = outputs.of(student, batches), outputs.of(teacher, batches)
     total, n = 0.0, 0
     with torch.no_grad():
-        for inputs, _ in batches.iterate(options.batch_size):
-            loss = distillation_loss(outputs_of(student(*inputs)), outputs_of(teacher(*inputs)), options.temperature)
-            total += float(loss) * inputs[0].shape[0]
-            n += inputs[0].shape[0]
+        for start in range(0, len(batches), options.batch_size):
+            part = slice(start, start + options.batch_size)
+            loss = distillation_loss([s[part] for s in student_out], [t[part] for t in teacher_out],
+                                     options.temperature)
+            size = student_out[0][part].shape[0]
+            total += float(loss) * size
+            n += size
     return total / max(n, 1)
 
 
-def distill(student, teacher, batches: Batches, options: RecoveryOptions, masks: dict | None = None) -> dict:
+class ModelOutputs:
+    """Each model's outputs on each set of samples, computed once per state of its weights and statistics.
+
+    Recovery compares the same two models on the same samples several times: the unpruned model never
+    changes, the pruned one only when BatchNorm re-estimation or training writes to it. Measured on a sweep's
+    pruned sources, those repeated forward passes were most of the job. A state is the identity and version
+    counter of every parameter and buffer (each in-place write bumps a tensor's version); only the newest
+    state of each model is kept.
+    """
+
+    def __init__(self, batch_size: int = 32):
+        self.batch_size = batch_size
+        self._memo: dict = {}  # (model id, batches id) -> (state, outputs)
+
+    def of(self, model, batches: Batches) -> list:
+        """One tensor per output, every sample in order (the model in eval mode)."""
+        import itertools
+
+        import torch
+
+        state = tuple((id(t), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+        key = (id(model), id(batches))
+        found = self._memo.get(key)
+        if found is not None and found[0] == state:
+            return found[1]
+        model.eval()
+        parts: list[list] = []
+        with torch.no_grad():
+            for inputs, _ in batches.iterate(self.batch_size):
+                parts.append([o.detach().float() for o in outputs_of(model(*inputs))])
+        result = [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
+        self._memo[key] = (state, result)
+        return result
+
+
+def distill(student, teacher, batches: Batches, options: RecoveryOptions, masks: dict | None = None,
+            outputs: "ModelOutputs | None" = None) -> dict:
     """Train the pruned model to match the unpruned one; returns the loss before and after.
 
     BatchNorm trains on batch statistics (with frozen statistics the un-normalised layers drift
@@ -178,9 +223,8 @@ def distill(student, teacher, batches: Batches, options: RecoveryOptions, masks:
     if options.ce_weight > 0 and batches.labels is None:
         raise InvalidInputError("--ce-weight needs labelled distillation data",
                                 hint="use an image folder with class sub-folders, --labels, or an .npz with 'labels'")
-    teacher.eval()
-    student.eval()
-    before = mean_distillation_loss(student, teacher, batches, options)
+    outputs = outputs or ModelOutputs()
+    before = mean_distillation_loss(student, teacher, batches, options, outputs)
     start_state = {k: v.clone() for k, v in student.state_dict().items()}
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=options.lr)
@@ -188,7 +232,7 @@ def distill(student, teacher, batches: Batches, options: RecoveryOptions, masks:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     work = ((epoch, batch) for epoch in range(options.epochs)
             for batch in batches.iterate(options.batch_size, shuffle=True, seed=epoch, with_index=True))
-    targets = teacher_outputs(teacher, batches, options.batch_size)  # once: the teacher does not change
+    targets = outputs.of(teacher, batches)  # once: the teacher does not change
     _batchnorm_train(student)
     for _, (inputs, labels, idx) in progress_iter(work, total=steps, description="distilling"):
         target = [t[idx] for t in targets]
@@ -204,7 +248,7 @@ def distill(student, teacher, batches: Batches, options: RecoveryOptions, masks:
             apply_masks(student, masks)  # keep the 2:4 pattern through fine-tuning
     student.zero_grad(set_to_none=True)
     reestimate_batchnorm(student, batches, options.batch_size)
-    trained = mean_distillation_loss(student, teacher, batches, options)
+    trained = mean_distillation_loss(student, teacher, batches, options, outputs)
     kept = trained < before
     if not kept:  # never hand back a model that matches the unpruned one worse than before
         student.load_state_dict(start_state)
@@ -217,17 +261,6 @@ def distill(student, teacher, batches: Batches, options: RecoveryOptions, masks:
             "loss": "+".join(kinds) + ("+ce" if options.ce_weight > 0 else ""),
             "loss_before": round(before, 6), "loss_after": round(trained if kept else before, 6),
             "loss_trained": round(trained, 6), "kept": kept}
-
-
-def teacher_outputs(teacher, batches: Batches, batch_size: int) -> list:
-    """The teacher's outputs for every sample, in sample order, one tensor per output."""
-    import torch
-
-    parts: list[list] = []
-    with torch.no_grad():
-        for inputs, _ in batches.iterate(batch_size):
-            parts.append(outputs_of(teacher(*inputs)))
-    return [torch.cat([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
 def _batchnorm_train(model) -> None:
@@ -260,23 +293,15 @@ def taylor_gradients(batches: Batches, batch_size: int = 16):
     return accumulate
 
 
-def predictions(model, batches: Batches, batch_size: int = 32) -> list[list[np.ndarray]]:
+def predictions(model, batches: Batches, outputs: ModelOutputs | None = None) -> list[list[np.ndarray]]:
     """Per sample, per output: arrays with batch axis 1, as edgekit.stages.validate compares them."""
-    import torch
-
-    samples: list[list[np.ndarray]] = []
-    model.eval()
-    with torch.no_grad():
-        for inputs, _ in batches.iterate(batch_size):
-            outs = [o.detach().float().numpy() for o in outputs_of(model(*inputs))]
-            for i in range(inputs[0].shape[0]):
-                samples.append([o[i:i + 1] for o in outs])
-    return samples
+    outs = [o.numpy() for o in (outputs or ModelOutputs()).of(model, batches)]
+    return [[o[i:i + 1] for o in outs] for i in range(len(batches))]
 
 
-def reference_outputs(model, batches: Batches):
+def reference_outputs(model, batches: Batches, outputs: ModelOutputs | None = None):
     from edgekit.stages.validate import ReferenceOutputs
 
-    outs = predictions(model, batches)
+    outs = predictions(model, batches, outputs)
     labels = batches.labels.tolist() if batches.labels is not None else [None] * len(batches)
     return ReferenceOutputs([f"output_{i}" for i in range(len(outs[0]))], outs, labels)

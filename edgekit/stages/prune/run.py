@@ -99,22 +99,23 @@ def _recover(teacher, student, data: "_Data", options: PruneOptions, masks: dict
     from edgekit.stages.validate import compare
 
     val = data.val_batches()
-    ref = rec.reference_outputs(teacher, val) if val is not None else None
+    outputs = rec.ModelOutputs()  # a state of a model is run over a data set once, whichever check asks
+    ref = rec.reference_outputs(teacher, val, outputs) if val is not None else None
     accuracy = {"data": data.val_path, "samples": len(val)} if val is not None else None
 
-    def measure(stage: str) -> None:
-        if ref is not None:
-            accuracy[stage] = compare(ref, rec.predictions(student, val))
+    def measure(stage: str, same_as: str | None = None) -> None:
+        if ref is not None:  # statistics restored to an earlier stage's: its numbers, without a rerun
+            accuracy[stage] = accuracy[same_as] if same_as else compare(ref, rec.predictions(student, val, outputs))
 
     measure("pruned")
     recovery: dict = {"batchnorm": None, "distillation": None}
     calib = data.calib_batches()
     if calib is not None:
-        recovery["batchnorm"] = rec.reestimate_batchnorm_checked(student, teacher, calib, options.recovery)
+        recovery["batchnorm"] = rec.reestimate_batchnorm_checked(student, teacher, calib, options.recovery, outputs)
         if recovery["batchnorm"]["layers"]:
-            measure("batchnorm")
+            measure("batchnorm", same_as="pruned" if not recovery["batchnorm"]["kept"] else None)
     if options.distill:
-        recovery["distillation"] = rec.distill(student, teacher, data.distill_batches(), options.recovery, masks)
+        recovery["distillation"] = rec.distill(student, teacher, data.distill_batches(), options.recovery, masks, outputs)
         measure("distilled")
     return recovery, accuracy
 
