@@ -25,6 +25,7 @@ from edgekit.core.workdir import working_directory
 from edgekit.onnx.attention import transformer_rules
 from edgekit.onnx.calibration_memory import activation_bytes, calibration_stride
 from edgekit.onnx.control_flow import main_graph_only_note
+from edgekit.onnx.float_islands import float_islands_note
 from edgekit.onnx.mixed_range import announce, detect_for_quantization, float_node_names, mixed_range_enabled
 from edgekit.onnx.session import ort_session
 
@@ -91,6 +92,7 @@ class OnnxRuntimeBackend(Backend):
                 "reduce_range": reduce_range, "excluded_nodes": nodes_to_exclude, "float_down_projections": float_down,
                 **mixed_info, **smoothing,
                 **correction, **rules.to_provenance(), **splitting, **cpu.to_provenance(), **main_graph_only_note(source.path, out, self.name),
+                **float_islands_note(out, self.name),
             },
         )
         announce(mixed, self.name)
