@@ -193,10 +193,11 @@ def main() -> None:
         return
     ip, r = result["in_process"], result["ray"]
     print(f"grid: 3 pruning x 2 precisions x 2 profiles = {result['points']} points, {result['jobs']} jobs")
-    for i, r in enumerate(result["rounds"], 1):
-        print(f"round {i}: ratio Ray builds / ideal {r['ratio_build']:.2f}, / CPU bound {r['cpu_bound_ratio']:.2f} "
-              f"(load before {r['load_1min_before']['in_process']:.2f}, {r['load_1min_before']['ray']:.2f})")
-    print(f"the median round ({len(result['rounds'])}), in full:")
+    for i, pair in enumerate(result["rounds"], 1):
+        print(f"round {i}: ratio Ray builds / ideal {pair['ratio_build']:.2f}, / CPU bound "
+              f"{pair['cpu_bound_ratio']:.2f} (load before {pair['load_1min_before']['in_process']:.2f}, "
+              f"{pair['load_1min_before']['ray']:.2f})")
+    print(f"the median of the {len(result['rounds'])} rounds, in full:")
     print(f"load average (1 min) before: in-process {result['load_1min_before']['in_process']:.2f}, "
           f"Ray {result['load_1min_before']['ray']:.2f}")
     print(f"in-process: warm-up {ip['warm_s']:.1f} s (not timed), wall {ip['wall_s']:.1f} s, "
