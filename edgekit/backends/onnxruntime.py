@@ -27,6 +27,7 @@ from edgekit.onnx.calibration_memory import activation_bytes, calibration_stride
 from edgekit.onnx.control_flow import main_graph_only_note
 from edgekit.onnx.float_islands import float_islands_note
 from edgekit.onnx.mixed_range import announce, detect_for_quantization, float_node_names, mixed_range_enabled
+from edgekit.onnx.reciprocal import divisions_as_products
 from edgekit.onnx.session import ort_session
 
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # -> CalibrationMethod
@@ -66,6 +67,7 @@ class OnnxRuntimeBackend(Backend):
                                                           rules.quant_extra(options.extra), options.max_samples)
             smoothed, splitting = rules.split_outliers(smoothed, Path(tmp), calib, options, default=False)
             prepared = preprocess_for_quantization(smoothed, Path(tmp) / "prepared.onnx")
+            reciprocals = divisions_as_products(prepared)  # ONNX Runtime has an int8 Mul, no int8 Div
             nodes_to_exclude = _resolve_excluded(prepared, options.exclude)
             down = rules.float_down_projections(options.extra, default=True)
             float_down = [n for n in _resolve_excluded(prepared, down, required=False) if n not in nodes_to_exclude]
@@ -90,7 +92,7 @@ class OnnxRuntimeBackend(Backend):
                 "format": "QDQ", "calibration": options.method, **method_choice, "calibration_samples": reader.count,
                 "per_channel": options.per_channel, "activations": activation, "weights": "int8",
                 "reduce_range": reduce_range, "excluded_nodes": nodes_to_exclude, "float_down_projections": float_down,
-                **mixed_info, **smoothing,
+                **mixed_info, **smoothing, **({"divisions_as_products": reciprocals} if reciprocals else {}),
                 **correction, **rules.to_provenance(), **splitting, **cpu.to_provenance(), **main_graph_only_note(source.path, out, self.name),
                 **float_islands_note(out, self.name),
             },
