@@ -301,8 +301,7 @@ def command_lines(spec: dict, target: str, out: Path) -> dict:
     """The CLI equivalents of the cell's calls (for reproducing a failure)."""
     opts = " ".join(f"--input {i}" for i in spec["inputs"]) + "".join(f" --const {c}" for c in spec["consts"])
     pre = f" --preprocess {spec['preprocess']}" if spec["preprocess"] else ""
-    return {"compile": f"edgekit compile {spec['onnx']} --target {target} {' '.join(f'--input {i}' for i in spec['inputs'])} "
-                       f"-o {out}/fp32",
+    return {"compile": f"edgekit compile {spec['onnx']} --target {target} {opts} -o {out}/fp32",
             "quantize": f"edgekit quantize {spec['onnx']} --target {target} --calib {spec['calib']} {opts}{pre} "
                         f"--task {spec['task']} -o {out}/int8",
             "validate": f"edgekit validate {out}/int8/<int8 file> --reference {spec['onnx']} --data {spec['val']} "
@@ -365,7 +364,7 @@ def run_cell(name: str, target: str, work: Path) -> dict:
     common = data_options(spec)
     t0 = time.perf_counter()
     fp32 = attempt(lambda: edgekit.compile(spec["onnx"], target=target, precision="fp32", output=str(out / "fp32"),
-                                           inputs=common["inputs"]), rec, "fp32")
+                                           inputs=common["inputs"], consts=common["consts"]), rec, "fp32")
     if fp32 is not None:
         rec["fp32_file"] = str(fp32.artifact.path)
         res = attempt(lambda: edgekit.validate(fp32.artifact, reference=spec["onnx"], data=spec["val"], task="generic",

@@ -66,3 +66,37 @@ def test_tensorrt_names_the_if_node_it_cannot_place_qdq_in(cli, branchy, tmp_pat
     assert r.exit_code == 4, r.output
     assert "If node 'branch' holds 2" in r.stderr and len(r.stderr.strip().splitlines()) == 2  # error + hint
     assert [p.name for p in tmp_path.iterdir()] in ([], ["edgekit.log"])  # at most the libraries' log
+
+
+@pytest.fixture(scope="module")
+def rate_switch(tmp_path_factory):
+    """y = 2x when the scalar input sr is 16000; any other rate takes a branch that cannot run on x (it reads
+    column 20 of 8), as silero-vad's 8 kHz branch does not run on 16 kHz frames."""
+    then_g = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["t_out"])], "then", [],
+                               [helper.make_tensor_value_info("t_out", T.FLOAT, [1, 8])])
+    else_g = helper.make_graph([helper.make_node("Gather", ["x", "column20"], ["e_out"], axis=1)], "else", [],
+                               [helper.make_tensor_value_info("e_out", T.FLOAT, None)])
+    nodes = [helper.make_node("Equal", ["sr", "rate"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g, name="rate_branch")]
+    inits = [numpy_helper.from_array(np.array(2, np.float32), "two"), numpy_helper.from_array(np.array(16000), "rate"),
+             numpy_helper.from_array(np.array([20] * 8), "column20")]
+    graph = helper.make_graph(nodes, "rate_switch", [helper.make_tensor_value_info("x", T.FLOAT, [1, 8]),
+                                                     helper.make_tensor_value_info("sr", T.INT64, [])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 8])], inits)
+    path = tmp_path_factory.mktemp("rate") / "rate.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_compile_runs_its_conversion_sample_with_the_given_constant(cli, rate_switch, tmp_path):
+    pytest.importorskip("onnx2tf")
+    args = ("compile", rate_switch, "--target", "tflite", "--input", "sr:scalar:int64")
+    r = cli(*args, "-o", tmp_path / "random")
+    assert r.exit_code == 4 and "does not run in ONNX Runtime on the conversion sample" in r.output  # a random rate
+    r = cli(*args, "--const", "sr=16000", "-o", tmp_path / "given")
+    # past the ONNX sample; onnx2tf computes both branches of the If, so its .tflite fails on the other one
+    assert "conversion sample" not in r.output and r.exit_code in (0, 4), r.output
+    assert r.exit_code == 0 or "the .tflite onnx2tf made fails to run" in r.output
+    r = cli(*args, "--const", "rate=16000", "-o", tmp_path / "typo")
+    assert r.exit_code == 2 and "--const names 'rate', which the model does not have" in r.output
+    assert not any((tmp_path / "typo").glob("*"))

@@ -35,6 +35,7 @@ class CompileOptions:
     precision: str = "fp32"
     inputs: tuple[TensorSpec, ...] = ()  # shape overrides
     extra: dict = field(default_factory=dict)
+    consts: dict = field(default_factory=dict)  # input name -> the array every run gives it (--const)
 
 
 @dataclass(frozen=True)

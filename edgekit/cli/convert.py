@@ -8,6 +8,7 @@ import click
 
 from edgekit import api
 from edgekit.cli.options import (
+    const_option,
     data_options,
     device_options,
     input_option,
@@ -100,6 +101,7 @@ def _print_quantized(result) -> None:
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("--ort-format", is_flag=True, help="onnxruntime: write the .ort format.")
 @input_option
+@const_option
 @click.option("-o", "--output", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @device_options
 @json_output

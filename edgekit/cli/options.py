@@ -102,9 +102,12 @@ def data_options(fn):
                            "(size=224, resize=256, crop=center|none, mean=a:b:c, std=a:b:c, layout=NCHW|NHWC, order=RGB|BGR).")(fn)
     fn = click.option("--labels", type=click.Path(), help="Labels for an image folder: a FILENAME LABEL file (classify), "
                                                             "a YOLO labels folder or a COCO json (detect).")(fn)
-    fn = click.option("--const", "consts", multiple=True, metavar="NAME=VALUE",
-                      help="An input every sample shares, given once (e.g. sr=16000); repeat for several.")(fn)
-    return fn
+    return const_option(fn)
+
+
+def const_option(fn):
+    return click.option("--const", "consts", multiple=True, metavar="NAME=VALUE",
+                        help="An input every sample shares, given once (e.g. sr=16000); repeat for several.")(fn)
 
 
 def task_options(fn):

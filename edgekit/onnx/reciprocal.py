@@ -13,9 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+# the numerator is an activation ONNX Runtime quantizes anyway; a Div of a Cast (a sample rate read from an int
+# input) or of a graph input stays: such a tensor is often one constant value, whose histogram ONNX Runtime's
+# percentile calibration cannot bin ("Too many bins for data range", measured on a 16000 Hz rate)
+_COMPUTED = {"Mul", "Add", "Sub", "Conv", "ConvTranspose", "MatMul", "Gemm", "Clip", "Relu", "HardSigmoid", "Sigmoid",
+             "HardSwish", "Concat", "Resize", "AveragePool", "GlobalAveragePool", "MaxPool", "BatchNormalization"}
+
 
 def divisions_as_products(model_path: Path) -> int:
-    """Rewrite, in place, every Div whose divisor is a nonzero float constant; returns how many."""
+    """Rewrite, in place, every Div of a computed activation by a nonzero float constant; returns how many."""
     from onnx import numpy_helper
 
     from edgekit.core.onnx_model import load_onnx
@@ -28,9 +34,10 @@ def divisions_as_products(model_path: Path) -> int:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
             constants[node.output[0]] = node.attribute[0].t
     names = {i.name for i in graph.initializer}
+    producers = {o: n.op_type for n in graph.node for o in n.output}
     done = 0
     for node in graph.node:  # the main graph only: subgraphs stay float on ONNX Runtime anyway
-        if node.op_type != "Div" or node.input[1] not in constants:
+        if node.op_type != "Div" or node.input[1] not in constants or producers.get(node.input[0]) not in _COMPUTED:
             continue
         divisor = numpy_helper.to_array(constants[node.input[1]])
         if divisor.dtype not in (np.float32, np.float64) or not np.all(np.isfinite(divisor)) or np.any(divisor == 0):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from edgekit.backends.base import CompileOptions
 from edgekit.backends.registry import get_backend
+from edgekit.core.arrays import constant_feed, parse_consts
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import InvalidInputError
 from edgekit.core.tempdirs import temp_files_in
@@ -44,6 +45,7 @@ class CompileRequest(DeviceOptions):
     precision: str = "fp32"
     ort_format: bool = False
     inputs: tuple = ()
+    consts: tuple = ()  # NAME=VALUE: the value a conversion sample gives that input (a branch a model takes)
     output: str
 
     def __post_init__(self):
@@ -74,6 +76,8 @@ def _compile_model(model, request: CompileRequest) -> ArtifactResult:
     if request.ort_format:
         extra["ort_format"] = True
     original = load_source(model, specs, out)
+    consts = constant_feed(merge_inputs(original.inputs, specs), parse_consts(request.consts))
     source = normalized_source(original, out, merge_inputs(original.inputs, specs))  # opset >= 13, --input shapes fixed
+    options = CompileOptions(request.precision, specs, extra, consts)
     with removed_on_failure(source, original):
-        return ArtifactResult(places[0].compile(backend, source, prof, out, CompileOptions(request.precision, specs, extra)))
+        return ArtifactResult(places[0].compile(backend, source, prof, out, options))

@@ -64,7 +64,7 @@ class TfliteBackend(Backend):
             raise InvalidInputError(f"unknown precision '{precision}' for the tflite target", hint="fp32, fp16 or int8")
         from edgekit.backends.tflite.convert import convert
 
-        conv = convert(source, tuple(options.inputs))
+        conv = convert(source, tuple(options.inputs), consts=options.consts)
         model, extra = conv.model, {}
         if precision == "fp16":
             from edgekit.backends.tflite.quant import cast_fp16

@@ -22,6 +22,7 @@ from edgekit.backends.tflite.runner import (
     TfliteRunner,
     load_interpreter,
     quiet_native_logs,
+    scalar_as,
 )
 from edgekit.core.artifact import Artifact
 from edgekit.core.errors import BackendError, InvalidInputError, TargetUnavailableError, first_line
@@ -46,17 +47,19 @@ class Converted:
 
 
 def convert(source: Artifact, overrides: tuple[TensorSpec, ...] = (),
-            sample_feeds: list[dict] | None = None) -> Converted:
-    """The float32 .tflite for a `.pt2` or ONNX source (cached per source file content and shapes)."""
+            sample_feeds: list[dict] | None = None, consts: dict | None = None) -> Converted:
+    """The float32 .tflite for a `.pt2` or ONNX source (cached per source file content and shapes). Without
+    sample feeds, an ONNX is checked on a random sample with `consts` (--const) in it."""
     specs = _concrete(_merge(source.inputs, overrides), source)
-    key = (source.sha256(), source.format, tuple(specs))
+    consts = consts or {}
+    key = (source.sha256(), source.format, tuple(specs), tuple((k, v.tobytes()) for k, v in sorted(consts.items())))
     if key not in _CACHE:
         if source.format == "pt2":
             _CACHE.clear()  # one model at a time is enough, and models can be large
             _CACHE[key] = _from_pt2(source, specs)
         elif source.format == "onnx":
             _CACHE.clear()
-            _CACHE[key] = _from_onnx(source, specs, sample_feeds)
+            _CACHE[key] = _from_onnx(source, specs, sample_feeds, consts)
         else:
             raise InvalidInputError(f"the tflite target converts .pt2 and ONNX models, got {source.format}: "
                                     f"{source.path}",
@@ -152,7 +155,8 @@ def torch_conversion_error(e: BaseException) -> BackendError:
 
 # ---- ONNX through onnx2tf -------------------------------------------------------------------
 
-def _from_onnx(source: Artifact, specs: list[TensorSpec], sample_feeds: list[dict] | None) -> Converted:
+def _from_onnx(source: Artifact, specs: list[TensorSpec], sample_feeds: list[dict] | None,
+               consts: dict | None = None) -> Converted:
     from edgekit.backends.tflite.flatbuffer import set_signature
     from edgekit.backends.tflite.onnx2tf import convert_onnx, onnx2tf_version
     from edgekit.onnx.session import ort_session
@@ -160,7 +164,8 @@ def _from_onnx(source: Artifact, specs: list[TensorSpec], sample_feeds: list[dic
     session = ort_session(source.path)
     names = [o.name for o in session.get_outputs()]
     # a real sample (with any --const inputs) takes the branches the data takes; random values may not
-    feed = {s.name: sample_feeds[0][s.name] for s in specs} if sample_feeds else random_feed(specs, seed=3)
+    feed = {s.name: sample_feeds[0][s.name] for s in specs} if sample_feeds else {**random_feed(specs, seed=3),
+                                                                                   **(consts or {})}
     try:
         expected = dict(zip(names, session.run(names, feed)))
     except Exception as e:
@@ -199,17 +204,25 @@ def _layout_of(onnx_shape: tuple[int, ...], tfl_shape: tuple[int, ...], name: st
     perm = CHANNELS_LAST.get(len(onnx_shape))
     if perm and tuple(onnx_shape[i] for i in perm) == tuple(tfl_shape):
         return perm  # onnx2tf makes every channels-first tensor channels-last, even when the shape is symmetric
-    if tuple(onnx_shape) == tuple(tfl_shape):
-        return None
+    if tuple(onnx_shape) == tuple(tfl_shape) or (not onnx_shape and int(np.prod(tfl_shape)) == 1):
+        return None  # the same, or a scalar onnx2tf made a 1-element tensor (the runner reshapes it)
     raise InvalidInputError(f"input '{name}': onnx2tf made it {'x'.join(map(str, tfl_shape))}, which does not map "
-                            f"back onto {'x'.join(map(str, onnx_shape))}")
+                            f"back onto {'x'.join(map(str, onnx_shape)) or 'a scalar'}")
+
+
+def _input_shape(interp, index: int) -> tuple[int, ...]:
+    return next(tuple(d["shape"]) for d in interp.get_input_details() if d["index"] == index)
 
 
 def _match_outputs(interp, inputs, feed, expected: dict) -> list[tuple[str, int, tuple | None]]:
     for s, idx, perm in inputs:
         x = feed[s.name].transpose(perm) if perm else feed[s.name]
-        interp.set_tensor(idx, np.ascontiguousarray(x))
-    interp.invoke()
+        interp.set_tensor(idx, np.ascontiguousarray(scalar_as(x, _input_shape(interp, idx))))
+    try:
+        interp.invoke()
+    except RuntimeError as e:  # onnx2tf computes both branches of an If, say, and one cannot run on this input
+        raise BackendError(f"the .tflite onnx2tf made fails to run: {first_line(e, 300)}",
+                           hint="with an If or Loop, onnx2tf may compute every branch: this model may not convert") from e
     got = {d["index"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()}
     matched, free = [], dict(got)
     for name, ref in expected.items():

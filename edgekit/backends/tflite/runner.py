@@ -225,6 +225,11 @@ def to_model_layout(x: np.ndarray, perm) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(perm)) if perm else x
 
 
+def scalar_as(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A scalar into the 1-element tensor onnx2tf makes of a scalar input (silero-vad's sample rate)."""
+    return x.reshape(shape) if x.ndim == 0 and int(np.prod(shape)) == 1 else x
+
+
 def to_onnx_layout(y: np.ndarray, perm) -> np.ndarray:
     return np.ascontiguousarray(y.transpose(np.argsort(perm))) if perm else y
 
@@ -265,7 +270,7 @@ class TfliteRunner(Runner):
             if spec is not None and not spec.with_batch(None).accepts(x.shape):  # another batch: resized below
                 raise InvalidInputError(f"input '{port.name}' has shape {'x'.join(map(str, x.shape))}, "
                                         f"the model expects {spec.display_shape()}")
-            x = to_model_layout(x, port.perm)
+            x = scalar_as(to_model_layout(x, port.perm), port.shape)
             if x.shape != port.shape:
                 self._resize(port, x.shape)
             x = quantize_array(x, port) if port.quantized else x.astype(port.dtype, copy=False)
