@@ -5,9 +5,10 @@ random weights, fixed seed, BatchNorm statistics set on the data so its outputs 
 Grid: 3 pruning ratios (0, 0.25, 0.5) x 2 precisions (fp32, int8) x 2 profiles (x86-onnxruntime-cpu,
 x86-openvino-cpu): 12 points and 3 sources.
 
-Fair side by side: before either run, this process does once what a Ray worker does before its first job (imports,
-one tiny ONNX export: edgekit.pipeline.sweep.workers.warm, threads left alone), so the in-process job times hold no
-one-time start-up either; the Ray side's warm-up is in its start. The load average is printed before each side.
+Fair side by side: each in-process sweep runs in a fresh process that first does what a Ray worker does before its
+first job (imports, one tiny ONNX export: edgekit.pipeline.sweep.workers.warm, threads left alone), so its job times
+hold no one-time start-up, and no caches of an earlier sweep either (the Ray side starts fresh workers every time);
+the Ray side's warm-up is in its start. The load average is printed before each side.
 The in-process jobs use every core each (ONNX Runtime, OpenVINO, torch threads), a Ray task one: the issue's ideal
 (their sum / cores) asks Ray to halve work already partly parallel. So the builds are also timed once more in a
 child process capped to one thread per library as a Ray worker is: that sum / cores is the one-CPU ideal.
@@ -38,6 +39,7 @@ import numpy as np
 
 GRID = {"prune": "0,0.25,0.5", "precisions": "fp32,int8", "profiles": ["x86-onnxruntime-cpu", "x86-openvino-cpu"]}
 INPUT = "input:1x3x96x96"
+MODEL = f"{Path(__file__).resolve()}:small_cnn"
 
 
 def small_cnn():
@@ -87,14 +89,9 @@ def make_data(folder: Path) -> Path:
 def run(work: Path, workers: int | None, rounds: int = 3) -> dict:
     """`rounds` pairs of sweeps (in-process, then Ray, each into a fresh folder): a shared machine's load moves one
     pair's ratio by a third (1.11 to 1.56 measured on one quiet EPYC), so the median pair is the figure."""
-    from edgekit.pipeline.sweep.workers import warm
-
     data = make_data(work)
-    warm_s = warm(threads=None)["seconds"]  # this process's threads as the in-process sweep has them
     pairs = [_pair(work / f"round-{i + 1}", data, workers) for i in range(rounds)]
-    for pair in pairs:
-        pair["in_process"]["warm_s"] = warm_s
-    one_cpu = one_cpu_build_sum(work, data)
+    one_cpu = in_process_sweep(work / "one-cpu", data, threads=1)["run"]["build_sum_s"]
     median = statistics.median_low([p["ratio_build"] for p in pairs])
     result = dict(next(p for p in pairs if p["ratio_build"] == median))  # the median pair, whole
     cores = result["cores"]
@@ -113,15 +110,11 @@ def _pair(work: Path, data: Path, workers: int | None) -> dict:
     import edgekit
 
     load = {"in_process": os.getloadavg()[0]}
-    common = dict(inputs=[INPUT], profiles=GRID["profiles"], prune=GRID["prune"], precisions=GRID["precisions"],
-                  calib=str(data), val_limit=32, min_seconds=0.5)
-    model = f"{Path(__file__).resolve()}:small_cnn"
-    t = time.perf_counter()
-    local = edgekit.sweep(model, output=str(work / "in-process"), in_process=True, **common).to_dict()
-    local_wall = time.perf_counter() - t
+    local = in_process_sweep(work / "in-process", data)
+    local_wall = local["wall_s"]
     load["ray"] = os.getloadavg()[0]
     t = time.perf_counter()
-    ray = edgekit.sweep(model, output=str(work / "ray"), workers=workers, **common).to_dict()
+    ray = edgekit.sweep(MODEL, output=str(work / "ray"), workers=workers, **_sweep_options(data)).to_dict()
     ray_total = time.perf_counter() - t
     cores = ray["run"]["workers"]
     ideal = local["run"]["build_sum_s"] / cores
@@ -130,7 +123,8 @@ def _pair(work: Path, data: Path, workers: int | None) -> dict:
     return {
         "points": len(local["points"]), "jobs": local["run"]["jobs_built"], "cores": cores,
         "load_1min_before": load,
-        "in_process": {"wall_s": round(local_wall, 2), "build_wall_s": local["run"]["build_wall_s"],
+        "in_process": {"warm_s": local["warm_s"], "wall_s": round(local_wall, 2),
+                       "build_wall_s": local["run"]["build_wall_s"],
                        "build_sum_s": local["run"]["build_sum_s"], "build_cpu_s": local["run"]["build_cpu_s"],
                        "bench_s": local["run"]["bench_s"]},
         "ray": {"wall_s": round(ray_total, 2), "start_s": ray["run"]["engine_start_s"],
@@ -152,26 +146,33 @@ def _pair(work: Path, data: Path, workers: int | None) -> dict:
     }
 
 
-def one_cpu_build_sum(work: Path, data: Path) -> float:
-    """The in-process builds again, in a fresh process whose libraries are capped to one thread as a Ray worker's
-    are: the work of the jobs at one CPU each, what N one-CPU workers can at best divide by N."""
+def _sweep_options(data: Path, min_seconds: float = 0.5) -> dict:
+    return dict(inputs=[INPUT], profiles=GRID["profiles"], prune=GRID["prune"], precisions=GRID["precisions"],
+                calib=str(data), val_limit=32, min_seconds=min_seconds)
+
+
+def in_process_sweep(out: Path, data: Path, threads: int | None = None) -> dict:
+    """The sweep in-process, in a fresh process warmed first as a Ray worker is (imports, one tiny export; its
+    libraries capped to `threads`, None: left at every core), so neither side has the other's warm caches: a
+    user's in-process sweep is one process too. Returns sweep.json, with the warm-up's and the sweep's seconds."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, __file__, "--one-cpu-builds", str(work / "one-cpu"), "--data", str(data)],
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["build_sum_s"]
+    args = [sys.executable, __file__, "--in-process-sweep", str(out), "--data", str(data)]
+    out_text = subprocess.run(args + (["--threads", str(threads)] if threads else []), check=True,
+                              capture_output=True, text=True).stdout
+    return json.loads(out_text.strip().splitlines()[-1])
 
 
-def _one_cpu_builds(out: Path, data: Path) -> None:
+def _in_process_child(out: Path, data: Path, threads: int | None) -> None:
     import edgekit
     from edgekit.pipeline.sweep.workers import warm
 
-    warm(threads=1)  # imports and the one-thread caps, as a Ray worker does before its first job
-    doc = edgekit.sweep(f"{Path(__file__).resolve()}:small_cnn", output=str(out), in_process=True, inputs=[INPUT],
-                        profiles=GRID["profiles"], prune=GRID["prune"], precisions=GRID["precisions"],
-                        calib=str(data), val_limit=32, min_seconds=0.05).to_dict()
-    print(json.dumps({"build_sum_s": doc["run"]["build_sum_s"]}))
+    warm_s = warm(threads=threads)["seconds"]
+    t = time.perf_counter()
+    doc = edgekit.sweep(MODEL, output=str(out), in_process=True,
+                        **_sweep_options(data, min_seconds=0.05 if threads else 0.5)).to_dict()
+    print(json.dumps({**doc, "warm_s": warm_s, "wall_s": round(time.perf_counter() - t, 2)}))
 
 
 def main() -> None:
@@ -180,11 +181,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int)
     ap.add_argument("--rounds", type=int, default=3, help="pairs of sweeps (in-process, Ray); the median is printed")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--one-cpu-builds", type=Path, help=argparse.SUPPRESS)  # the child of one_cpu_build_sum
+    ap.add_argument("--in-process-sweep", type=Path, help=argparse.SUPPRESS)  # the child of in_process_sweep
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.one_cpu_builds:
-        return _one_cpu_builds(args.one_cpu_builds, args.data)
+    if args.in_process_sweep:
+        return _in_process_child(args.in_process_sweep, args.data, args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-sweep-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     result = run(work, args.workers, args.rounds)
