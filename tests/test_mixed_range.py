@@ -296,7 +296,10 @@ def _profile(tmp_path: Path, target: str, mixed: bool) -> Path:
 @pytest.mark.parametrize("target", ["onnxruntime", "openvino", "tflite"])
 def test_the_detector_keeps_its_map_in_int8_by_default(detector, tmp_path, target):
     """Measured (mAP@0.5 against the FP32 detections): onnxruntime 0.971 (0.794 with the option off), openvino
-    0.964 (NNCF puts no FakeQuantize on that Concat either way), tflite 0.987 (0.852 off)."""
+    0.964 (NNCF puts no FakeQuantize on that Concat either way), tflite 0.987 (0.852 off). The same toy detector's
+    TFLite int8 runs on XNNPACK's kernels for the CPU at hand: on a Zen 4 EPYC (AVX-512 VNNI) 0.960 with min/max
+    and 0.947 with the default ranges, so its bound is set below that spread and above the 0.852 of a quantized
+    Concat (the real YOLOv8s keeps 0.993 there: benchmarks/real_models.py)."""
     import edgekit
 
     if target != "onnxruntime":
@@ -307,7 +310,7 @@ def test_the_detector_keeps_its_map_in_int8_by_default(detector, tmp_path, targe
     # the final Concat of xywh (0..160 px) and the sigmoid scores (0..1); onnx2tf's Softplus ADD(EXP(x), 1) too
     joins = [k for k in kept if k["op"] in ("Concat", "CONCATENATION")]
     assert len(joins) == 1 and joins[0]["ranges"][-1] <= 1.0 and joins[0]["ratio"] > 100
-    assert _map50_vs_fp32(detector, art) >= 0.95
+    assert _map50_vs_fp32(detector, art) >= (0.93 if target == "tflite" else 0.95)
     if target == "onnxruntime":  # the same int8 with the Concat in int8 loses the scores
         off = edgekit.quantize(detector.onnx, profile=_profile(tmp_path, target, False), calib=detector.images,
                                preprocess=detector.preprocess, output=tmp_path / "off").artifact
