@@ -50,6 +50,16 @@ def note(message: str) -> None:
     click.echo(message, file=terminal())
 
 
+_noted: set[str] = set()
+
+
+def note_once(message: str) -> None:
+    """`note`, but each distinct line once per process (the accuracy search rebuilds the same model many times)."""
+    if message not in _noted:
+        _noted.add(message)
+        note(message)
+
+
 def warn(message: str) -> None:
     click.echo(f"warning: {message}", file=terminal())
 

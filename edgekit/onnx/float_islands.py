@@ -21,7 +21,6 @@ _NOT_COMPUTE = {"Shape", "Size", "DequantizeLinear", "QuantizeLinear"}
 _INT8_COMPUTE = {"QLinearConv", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger"}
 # islands worth a warning: a detector's float box decode (3 ops against 64 int8 convolutions) costs nothing much
 WARN_SHARE = 0.2
-_announced: set[str] = set()
 
 
 def float_islands(int8_model: Path) -> tuple[Counter, int]:
@@ -56,7 +55,7 @@ def float_islands(int8_model: Path) -> tuple[Counter, int]:
 def float_islands_note(int8_model: Path, target: str) -> dict:
     """{"float_between_int8": {op: count}} for the sidecar (empty when every op between int8 ones is int8), and one
     line saying what it costs."""
-    from edgekit.core.console import note
+    from edgekit.core.console import note_once
 
     try:
         found, int8_ops = float_islands(int8_model)
@@ -69,7 +68,5 @@ def float_islands_note(int8_model: Path, target: str) -> dict:
         line = (f"{target}: {sum(found.values())} ops have no int8 kernel and run in float between int8 ones ({ops}), "
                 f"against {int8_ops} int8 convolutions and matrix products; each adds a dequantize and a quantize, "
                 "so this int8 may run slower than FP32")
-        if line not in _announced:  # once per process: the accuracy search quantizes the same model many times
-            _announced.add(line)
-            note(line)
+        note_once(line)  # the accuracy search quantizes the same model many times
     return {"float_between_int8": dict(found.most_common()), "int8_compute_ops": int8_ops}

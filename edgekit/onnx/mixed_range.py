@@ -240,14 +240,11 @@ def describe(entries) -> str:
     return "; ".join(f"{e.get('node')} ({e.get('op')}, ranges {ranges(e)})" for e in entries)
 
 
-_announced: set[str] = set()
-
-
 def announce(found: list[MixedRange], target: str) -> None:
     """One line on stderr naming what stays float; once per process (the accuracy search rebuilds often)."""
     if not found:
         return
-    from edgekit.core.console import note
+    from edgekit.core.console import note_once
 
     first = found[0]
     shown = [f"{r:.3g}" if math.isfinite(r) else "inf" for r in first.ranges]
@@ -255,6 +252,4 @@ def announce(found: list[MixedRange], target: str) -> None:
     more = f" and {len(found) - 1} more" if len(found) > 1 else ""
     line = (f"{target}: kept {first.op} '{first.node}'{more} in float: input ranges {ranges} differ by more "
             f"than {RATIO:g}x (mixed_range_float = false turns this off)")
-    if line not in _announced:
-        _announced.add(line)
-        note(line)
+    note_once(line)

@@ -76,8 +76,9 @@ def _compile_model(model, request: CompileRequest) -> ArtifactResult:
     if request.ort_format:
         extra["ort_format"] = True
     original = load_source(model, specs, out)
-    consts = constant_feed(merge_inputs(original.inputs, specs), parse_consts(request.consts))
-    source = normalized_source(original, out, merge_inputs(original.inputs, specs))  # opset >= 13, --input shapes fixed
+    inputs = merge_inputs(original.inputs, specs)
+    consts = constant_feed(inputs, parse_consts(request.consts))
+    source = normalized_source(original, out, inputs)  # opset >= 13, --input shapes fixed
     options = CompileOptions(request.precision, specs, extra, consts)
     with removed_on_failure(source, original):
         return ArtifactResult(places[0].compile(backend, source, prof, out, options))

@@ -11,9 +11,7 @@ attention after) kept cosine 0.980 dynamically but ran at 0.48x of float (on a l
 
 from __future__ import annotations
 
-import numpy as np
-
-from edgekit.backends.tflite.flatbuffer import elements, op_type_names, read
+from edgekit.backends.tflite.flatbuffer import elements, op_type_names, product, read
 
 MATMUL_OPS = ("FULLY_CONNECTED", "BATCH_MATMUL")
 CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D")
@@ -36,13 +34,13 @@ def matmul_share(model: bytes) -> float:
             matmul += out * _dim(sg.tensors[o.inputs[0]], -1)
         elif t == "DEPTHWISE_CONV_2D":
             w = sg.tensors[o.inputs[1]].shape  # 1 x kh x kw x channels
-            conv += out * _product(w[1:3])
+            conv += out * product(w[1:3])
         elif t == "TRANSPOSE_CONV":
             w = sg.tensors[o.inputs[1]].shape  # out channels x kh x kw x in channels
-            conv += elements(sg.tensors[o.inputs[2]]) * _product(w[:3])
+            conv += elements(sg.tensors[o.inputs[2]]) * product(w[:3])
         else:
             w = sg.tensors[o.inputs[1]].shape  # out channels x (kd) x kh x kw x in channels
-            conv += out * _product(w[1:])
+            conv += out * product(w[1:])
     total = matmul + conv
     return matmul / total if total else 0.0
 
@@ -51,6 +49,3 @@ def _dim(tensor, axis: int) -> float:
     shape = tensor.shape
     return float(shape[axis]) if shape is not None and len(shape) else 1.0
 
-
-def _product(dims) -> float:
-    return float(np.prod([max(int(d), 1) for d in dims])) if len(dims) else 1.0

@@ -29,8 +29,12 @@ def tensor_name(t) -> str:
 
 def elements(tensor) -> int:
     """Values in a tensor of its flatbuffer shape (a dynamic -1 or a 0-d tensor counts as 1)."""
-    shape = tensor.shape
-    return int(np.prod([max(int(d), 1) for d in shape])) if shape is not None and len(shape) else 1
+    return product(tensor.shape if tensor.shape is not None else ())
+
+
+def product(dims) -> int:
+    """The product of flatbuffer dimensions, a dynamic -1 counting as 1 (1 for none)."""
+    return int(np.prod([max(int(d), 1) for d in dims])) if len(dims) else 1
 
 
 def op_type_names(model_obj) -> list[str]:
